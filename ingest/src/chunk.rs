@@ -1,0 +1,171 @@
+//! Splitting a document into chunks sized in embedding-model tokens.
+
+use std::sync::Arc;
+
+use text_splitter::{ChunkConfig, ChunkSizer, MarkdownSplitter, TextSplitter};
+use tokenizers::Tokenizer;
+
+use crate::{Document, Error, HeadingPath, MediaType};
+
+/// Chunk size and overlap, in tokens of the embedding model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkerConfig {
+    /// Most tokens in a chunk (no special tokens counted). Default 200.
+    pub max_tokens: usize,
+    /// Tokens shared by consecutive chunks, when the text allows. Default 32.
+    pub overlap_tokens: usize,
+}
+
+impl Default for ChunkerConfig {
+    fn default() -> Self {
+        ChunkerConfig {
+            max_tokens: 200,
+            overlap_tokens: 32,
+        }
+    }
+}
+
+/// One piece of a document, ready to embed and index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// Position in the document's chunk sequence, from 0.
+    pub ordinal: u32,
+    /// Exactly `doc.text[start..end]`.
+    pub text: String,
+    /// What to embed and index: for Markdown and HTML the heading path
+    /// (`"A > B\n\n"`) followed by `text`; otherwise equal to `text`.
+    pub indexed_text: String,
+    /// Byte range in the document's text.
+    pub start: usize,
+    pub end: usize,
+    /// Page on which the chunk starts (PDFs only).
+    pub page: Option<u32>,
+}
+
+/// Counts tokens without special tokens, truncation or padding; shared by
+/// both splitters so the tokenizer is held once.
+#[derive(Clone)]
+struct TokenCounter(Arc<Tokenizer>);
+
+impl ChunkSizer for TokenCounter {
+    fn size(&self, chunk: &str) -> usize {
+        match self.0.encode_fast(chunk, false) {
+            Ok(encoding) => encoding.len(),
+            // Never panic on text the tokenizer rejects: bytes bound the token
+            // count of any tokenizer with at least one byte per token.
+            Err(_) => chunk.len(),
+        }
+    }
+}
+
+/// Splits documents into overlapping, token-bounded chunks.
+///
+/// Safe to share between threads; splitting takes `&self`.
+pub struct Chunker {
+    config: ChunkerConfig,
+    counter: TokenCounter,
+    text: TextSplitter<TokenCounter>,
+    markdown: MarkdownSplitter<TokenCounter>,
+}
+
+impl std::fmt::Debug for Chunker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chunker")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Chunker {
+    /// Builds a chunker counting tokens with `tokenizer` (its truncation and
+    /// padding are switched off so that counts reflect the whole text).
+    ///
+    /// Errors with [`Error::InvalidConfig`] when `max_tokens` is 0 or
+    /// `overlap_tokens >= max_tokens`.
+    pub fn new(mut tokenizer: Tokenizer, config: ChunkerConfig) -> Result<Chunker, Error> {
+        if config.max_tokens == 0 {
+            return Err(Error::InvalidConfig(
+                "max_tokens must be at least 1".to_owned(),
+            ));
+        }
+        if config.overlap_tokens >= config.max_tokens {
+            return Err(Error::InvalidConfig(format!(
+                "overlap_tokens ({}) must be less than max_tokens ({})",
+                config.overlap_tokens, config.max_tokens
+            )));
+        }
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| Error::InvalidConfig(format!("cannot disable truncation: {e}")))?;
+        tokenizer.with_padding(None);
+        let counter = TokenCounter(Arc::new(tokenizer));
+        let splitter_config = || {
+            ChunkConfig::new(config.max_tokens)
+                .with_sizer(counter.clone())
+                .with_overlap(config.overlap_tokens)
+                .map_err(|e| Error::InvalidConfig(e.to_string()))
+        };
+        let text = TextSplitter::new(splitter_config()?);
+        let markdown = MarkdownSplitter::new(splitter_config()?);
+        Ok(Chunker {
+            config,
+            counter,
+            text,
+            markdown,
+        })
+    }
+
+    /// The configuration this chunker was built with.
+    pub fn config(&self) -> ChunkerConfig {
+        self.config
+    }
+
+    /// Splits `doc` into chunks in text order, numbered from 0.
+    ///
+    /// Guarantees: each chunk's `text` is `doc.text[start..end]`, is not
+    /// whitespace-only, has no leading or trailing whitespace, and holds at
+    /// most `max_tokens` tokens unless a single grapheme alone exceeds that.
+    /// Markdown is split along its structure; other media as prose.
+    pub fn chunk(&self, doc: &Document, media: MediaType) -> Vec<Chunk> {
+        let spans: Vec<(usize, &str)> = match media {
+            MediaType::Markdown => self.markdown.chunk_indices(&doc.text).collect(),
+            _ => self.text.chunk_indices(&doc.text).collect(),
+        };
+        let with_headings = matches!(media, MediaType::Markdown | MediaType::Html);
+        let mut path = HeadingPath::default();
+        let mut last_start = 0usize;
+        let mut chunks = Vec::with_capacity(spans.len());
+        for (start, text) in spans {
+            if text.trim().is_empty() {
+                continue;
+            }
+            let indexed_text = if with_headings {
+                if start < last_start {
+                    path = HeadingPath::default();
+                }
+                last_start = start;
+                path.advance(&doc.headings, start);
+                match path.render(&doc.headings) {
+                    Some(p) => format!("{p}\n\n{text}"),
+                    None => text.to_owned(),
+                }
+            } else {
+                text.to_owned()
+            };
+            chunks.push(Chunk {
+                ordinal: u32::try_from(chunks.len()).unwrap_or(u32::MAX),
+                text: text.to_owned(),
+                indexed_text,
+                start,
+                end: start + text.len(),
+                page: doc.page_at(start),
+            });
+        }
+        chunks
+    }
+
+    /// Number of tokens in `text` as the chunker counts them (no special tokens).
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.counter.size(text)
+    }
+}
