@@ -1,0 +1,1073 @@
+//! [`Index`]: collections, document writes and hybrid retrieval over both stores.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Mutex, RwLock};
+use uuid::Uuid;
+
+use crate::catalog::{Catalog, CollectionRecord, DocRecord, DocState};
+use crate::error::{Error, Result, blocking};
+use crate::lexical::{LexicalChunk, LexicalIndex};
+use crate::vector::{EmbeddedVectorStore, VectorPoint, VectorStore};
+use crate::{
+    CollectionInfo, CollectionSpec, DocumentInfo, Filter, Fusion, Hit, NewChunk, NewDocument,
+    PutOutcome, RetrieveParams, StoredChunk, chunk_id,
+};
+
+const CATALOG_FILE: &str = "catalog.redb";
+const VECTORS_DIR: &str = "vectors";
+const LEXICAL_DIR: &str = "lexical";
+
+struct Collection {
+    name: String,
+    record: CollectionRecord,
+    lexical: Arc<LexicalIndex>,
+    /// Serialises document writes and deletes in this collection.
+    write: Mutex<()>,
+}
+
+/// The catalog plus both stores of one data directory.
+///
+/// All methods are safe to call concurrently. Writes to one collection are serialised;
+/// retrieval runs alongside them and sees only committed document versions.
+pub struct Index {
+    data_dir: PathBuf,
+    catalog: Arc<Catalog>,
+    vectors: Arc<dyn VectorStore>,
+    collections: RwLock<HashMap<String, Arc<Collection>>>,
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidName(name.to_string()))
+    }
+}
+
+fn remove_dir_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+fn document_info(id: String, r: &DocRecord) -> DocumentInfo {
+    DocumentInfo {
+        id,
+        content_hash: r.content_hash.clone(),
+        media_type: r.media_type.clone(),
+        title: r.title.clone(),
+        version: r.version,
+        chunk_count: r.chunk_count,
+        bytes: r.bytes,
+        updated_at_unix: r.updated_at,
+    }
+}
+
+/// The committed version readers see: the record itself, or the one a `Writing` replaces.
+fn visible_version(r: &DocRecord) -> Option<&DocRecord> {
+    match r.state {
+        DocState::Committed => Some(r),
+        DocState::Writing => r.previous.as_deref(),
+        DocState::Deleting => None,
+    }
+}
+
+impl Index {
+    /// Opens the data directory with the embedded vector store (`<data_dir>/vectors`),
+    /// creating directories as needed, and recovers interrupted writes and deletes.
+    pub async fn open(data_dir: &Path) -> Result<Index> {
+        let root = data_dir.join(VECTORS_DIR);
+        let vectors = blocking(move || EmbeddedVectorStore::new(&root)).await?;
+        Self::open_with_vector_store(data_dir, Arc::new(vectors)).await
+    }
+
+    /// Like [`open`](Self::open) but with any [`VectorStore`] (for example a Qdrant server).
+    /// The catalog and the Tantivy indexes stay in `data_dir`.
+    pub async fn open_with_vector_store(
+        data_dir: &Path,
+        vectors: Arc<dyn VectorStore>,
+    ) -> Result<Index> {
+        let dir = data_dir.to_path_buf();
+        let catalog = blocking(move || {
+            std::fs::create_dir_all(dir.join(LEXICAL_DIR))
+                .map_err(|e| Error::io(dir.join(LEXICAL_DIR), e))?;
+            Catalog::open(&dir.join(CATALOG_FILE))
+        })
+        .await?;
+        let index = Index {
+            data_dir: data_dir.to_path_buf(),
+            catalog: Arc::new(catalog),
+            vectors,
+            collections: RwLock::new(HashMap::new()),
+        };
+        index.load_collections().await?;
+        index.remove_orphans().await?;
+        index.recover().await?;
+        Ok(index)
+    }
+
+    fn lexical_path(&self, name: &str) -> PathBuf {
+        self.data_dir.join(LEXICAL_DIR).join(name)
+    }
+
+    async fn catalog<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Catalog) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let catalog = self.catalog.clone();
+        blocking(move || f(&catalog)).await
+    }
+
+    async fn open_collection(&self, name: &str, record: CollectionRecord) -> Result<()> {
+        self.vectors
+            .ensure_collection(name, record.dimension)
+            .await?;
+        let path = self.lexical_path(name);
+        let lexical = blocking(move || LexicalIndex::open(&path)).await?;
+        self.collections.write().await.insert(
+            name.to_string(),
+            Arc::new(Collection {
+                name: name.to_string(),
+                record,
+                lexical: Arc::new(lexical),
+                write: Mutex::new(()),
+            }),
+        );
+        Ok(())
+    }
+
+    async fn load_collections(&self) -> Result<()> {
+        for (name, record) in self.catalog(|c| c.collections()).await? {
+            self.open_collection(&name, record).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes store directories of collections the catalog does not know: left by a crash
+    /// between creating the stores and recording the collection, or after unrecording it.
+    async fn remove_orphans(&self) -> Result<()> {
+        let known: HashSet<String> = self.collections.read().await.keys().cloned().collect();
+        for sub in [LEXICAL_DIR, VECTORS_DIR] {
+            let dir = self.data_dir.join(sub);
+            let names = blocking(move || {
+                let mut names = Vec::new();
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+                    Err(e) => return Err(Error::io(&dir, e)),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(|e| Error::io(&dir, e))?;
+                    if entry.path().is_dir() {
+                        names.push(entry.file_name().to_string_lossy().into_owned());
+                    }
+                }
+                Ok(names)
+            })
+            .await?;
+            for name in names.into_iter().filter(|n| !known.contains(n)) {
+                tracing::warn!(collection = %name, "removing orphaned store directory");
+                self.vectors.drop_collection(&name).await?;
+                let path = self.lexical_path(&name);
+                blocking(move || remove_dir_if_exists(&path)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rolls back `Writing` and finishes `Deleting` documents in every collection.
+    async fn recover(&self) -> Result<()> {
+        let collections: Vec<_> = self.collections.read().await.values().cloned().collect();
+        for coll in collections {
+            let name = coll.name.clone();
+            let pending: Vec<_> = self
+                .catalog(move |c| c.documents(&name))
+                .await?
+                .into_iter()
+                .filter(|(_, r)| r.state != DocState::Committed)
+                .collect();
+            let _guard = coll.write.lock().await;
+            for (id, record) in pending {
+                tracing::warn!(collection = %coll.name, document = %id, state = ?record.state,
+                    "recovering interrupted document write");
+                self.recover_document(&coll, &id, record).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit_stores(&self, coll: &Collection) -> Result<()> {
+        self.vectors.flush(&coll.name).await?;
+        let lexical = coll.lexical.clone();
+        blocking(move || lexical.commit()).await
+    }
+
+    async fn delete_document_chunks(&self, coll: &Collection, id: &str) -> Result<()> {
+        self.vectors.delete_document(&coll.name, id).await?;
+        let lexical = coll.lexical.clone();
+        let id = id.to_string();
+        blocking(move || lexical.delete_document(&id)).await
+    }
+
+    /// Brings a non-committed document back to a consistent state. Caller holds `coll.write`.
+    async fn recover_document(&self, coll: &Collection, id: &str, record: DocRecord) -> Result<()> {
+        let name = coll.name.clone();
+        let doc_id = id.to_string();
+        match record.state {
+            DocState::Committed => Ok(()),
+            DocState::Deleting => {
+                self.delete_document_chunks(coll, id).await?;
+                self.commit_stores(coll).await?;
+                self.catalog(move |c| c.remove_documents(&name, &[doc_id.as_str()]))
+                    .await
+            }
+            DocState::Writing => {
+                let previous = record.previous.map(|p| *p);
+                let keep: HashSet<Uuid> = previous
+                    .as_ref()
+                    .map(|p| p.chunk_ids.iter().copied().collect())
+                    .unwrap_or_default();
+                let new_only: Vec<Uuid> = record
+                    .chunk_ids
+                    .iter()
+                    .filter(|c| !keep.contains(c))
+                    .copied()
+                    .collect();
+                self.vectors.delete_points(&coll.name, &new_only).await?;
+                let lexical = coll.lexical.clone();
+                blocking(move || {
+                    lexical.rollback()?;
+                    lexical.delete_chunks(&new_only)
+                })
+                .await?;
+                self.commit_stores(coll).await?;
+                if let Some(prev) = previous {
+                    let (v, l) = self.chunk_counts_in(coll, id).await?;
+                    let want = u64::from(prev.chunk_count);
+                    if v == want && l == want {
+                        return self
+                            .catalog(move |c| c.put_documents(&name, &[(doc_id.as_str(), &prev)]))
+                            .await;
+                    }
+                    tracing::warn!(collection = %coll.name, document = %id, vector = v,
+                        lexical = l, expected = want,
+                        "previous version incomplete after interrupted write; removing document");
+                }
+                self.delete_document_chunks(coll, id).await?;
+                self.commit_stores(coll).await?;
+                self.catalog(move |c| c.remove_documents(&name, &[doc_id.as_str()]))
+                    .await
+            }
+        }
+    }
+
+    async fn get(&self, name: &str) -> Result<Arc<Collection>> {
+        self.collections
+            .read()
+            .await
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::CollectionNotFound(name.to_string()))
+    }
+
+    async fn info(&self, coll: &Collection) -> Result<CollectionInfo> {
+        let name = coll.name.clone();
+        let docs = self.catalog(move |c| c.documents(&name)).await?;
+        let (mut document_count, mut chunk_count) = (0u64, 0u64);
+        for (_, r) in &docs {
+            if let Some(v) = visible_version(r) {
+                document_count += 1;
+                chunk_count += u64::from(v.chunk_count);
+            }
+        }
+        Ok(CollectionInfo {
+            name: coll.name.clone(),
+            embedding_model: coll.record.embedding_model.clone(),
+            dimension: coll.record.dimension,
+            document_count,
+            chunk_count,
+            created_at_unix: coll.record.created_at,
+        })
+    }
+
+    /// Creates an empty collection in both stores and the catalog; durable on return.
+    /// Fails with [`Error::InvalidName`] or [`Error::CollectionExists`].
+    pub async fn create_collection(
+        &self,
+        name: &str,
+        spec: CollectionSpec,
+    ) -> Result<CollectionInfo> {
+        validate_name(name)?;
+        if spec.dimension == 0 {
+            return Err(Error::InvalidArgument("dimension must be positive".into()));
+        }
+        let mut map = self.collections.write().await;
+        if map.contains_key(name) {
+            return Err(Error::CollectionExists(name.to_string()));
+        }
+        // Stale data under this name is not in the catalog: clear it before creating.
+        self.vectors.drop_collection(name).await?;
+        let path = self.lexical_path(name);
+        let lexical = blocking(move || {
+            remove_dir_if_exists(&path)?;
+            LexicalIndex::open(&path)
+        })
+        .await?;
+        self.vectors.ensure_collection(name, spec.dimension).await?;
+        let record = CollectionRecord {
+            embedding_model: spec.embedding_model,
+            dimension: spec.dimension,
+            created_at: now_unix(),
+        };
+        let (n, r) = (name.to_string(), record.clone());
+        self.catalog(move |c| c.create_collection(&n, &r)).await?;
+        let coll = Arc::new(Collection {
+            name: name.to_string(),
+            record,
+            lexical: Arc::new(lexical),
+            write: Mutex::new(()),
+        });
+        map.insert(name.to_string(), coll.clone());
+        drop(map);
+        self.info(&coll).await
+    }
+
+    /// Returns the collection, creating it if absent. Fails with [`Error::ModelMismatch`]
+    /// if it exists with another embedding model or dimension.
+    pub async fn ensure_collection(
+        &self,
+        name: &str,
+        spec: CollectionSpec,
+    ) -> Result<CollectionInfo> {
+        loop {
+            match self.collection(name).await {
+                Ok(info) => {
+                    if info.embedding_model != spec.embedding_model
+                        || info.dimension != spec.dimension
+                    {
+                        return Err(Error::ModelMismatch {
+                            collection: name.to_string(),
+                            existing_model: info.embedding_model,
+                            existing_dimension: info.dimension,
+                            requested_model: spec.embedding_model,
+                            requested_dimension: spec.dimension,
+                        });
+                    }
+                    return Ok(info);
+                }
+                Err(Error::CollectionNotFound(_)) => {
+                    match self.create_collection(name, spec.clone()).await {
+                        Err(Error::CollectionExists(_)) => continue, // lost a race; re-check
+                        other => return other,
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The collection's description and counts, or [`Error::CollectionNotFound`].
+    pub async fn collection(&self, name: &str) -> Result<CollectionInfo> {
+        let coll = self.get(name).await?;
+        self.info(&coll).await
+    }
+
+    /// All collections, ordered by name.
+    pub async fn list_collections(&self) -> Result<Vec<CollectionInfo>> {
+        let mut colls: Vec<_> = self.collections.read().await.values().cloned().collect();
+        colls.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out = Vec::with_capacity(colls.len());
+        for c in colls {
+            out.push(self.info(&c).await?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes the collection: its catalog entries first (atomically), then both stores'
+    /// directories. Waits for in-flight writes to the collection.
+    pub async fn delete_collection(&self, name: &str) -> Result<()> {
+        let mut map = self.collections.write().await;
+        let coll = map
+            .remove(name)
+            .ok_or_else(|| Error::CollectionNotFound(name.to_string()))?;
+        let _guard = coll.write.lock().await;
+        let n = name.to_string();
+        self.catalog(move |c| c.delete_collection(&n)).await?;
+        self.vectors.drop_collection(name).await?;
+        let lexical = coll.lexical.clone();
+        let path = self.lexical_path(name);
+        drop(_guard);
+        drop(coll);
+        blocking(move || {
+            // Releases Tantivy's writer lock once no retrieval holds the index.
+            drop(lexical);
+            remove_dir_if_exists(&path)
+        })
+        .await
+    }
+
+    /// The document's visible (committed) version, if any.
+    pub async fn document(&self, collection: &str, id: &str) -> Result<Option<DocumentInfo>> {
+        self.get(collection).await?;
+        let (c, i) = (collection.to_string(), id.to_string());
+        let rec = self.catalog(move |cat| cat.document(&c, &i)).await?;
+        Ok(rec.and_then(|r| visible_version(&r).map(|v| document_info(id.to_string(), v))))
+    }
+
+    /// Visible documents of a collection, ordered by id.
+    pub async fn list_documents(&self, collection: &str) -> Result<Vec<DocumentInfo>> {
+        self.get(collection).await?;
+        let c = collection.to_string();
+        let docs = self.catalog(move |cat| cat.documents(&c)).await?;
+        Ok(docs
+            .into_iter()
+            .filter_map(|(id, r)| visible_version(&r).map(|v| document_info(id.clone(), v)))
+            .collect())
+    }
+
+    /// Writes a document version to both stores.
+    ///
+    /// If the committed version has the same content hash, nothing is written
+    /// ([`PutOutcome::Unchanged`]). Otherwise the new chunks replace the old ones; when
+    /// this returns `Ok`, the new version is durable in both stores and the catalog, and
+    /// retrieval returns only its chunks. Until then retrieval returns only the old
+    /// version's. On error the write is rolled back. Writes to one collection are serialised.
+    pub async fn put_document(
+        &self,
+        collection: &str,
+        doc: NewDocument,
+        chunks: Vec<NewChunk>,
+    ) -> Result<PutOutcome> {
+        let coll = self.get(collection).await?;
+        if doc.id.is_empty() {
+            return Err(Error::InvalidArgument("document id is empty".into()));
+        }
+        let expected = coll.record.dimension as usize;
+        let mut ordinals = HashSet::with_capacity(chunks.len());
+        for c in &chunks {
+            if c.vector.len() != expected {
+                return Err(Error::DimensionMismatch {
+                    expected,
+                    got: c.vector.len(),
+                });
+            }
+            if !ordinals.insert(c.ordinal) {
+                return Err(Error::InvalidArgument(format!(
+                    "duplicate chunk ordinal {} in document `{}`",
+                    c.ordinal, doc.id
+                )));
+            }
+        }
+        let chunk_count = u32::try_from(chunks.len())
+            .map_err(|_| Error::InvalidArgument("too many chunks".into()))?;
+
+        let _guard = coll.write.lock().await;
+        let (c, i) = (collection.to_string(), doc.id.clone());
+        let mut existing = self.catalog(move |cat| cat.document(&c, &i)).await?;
+        if let Some(rec) = existing.take_if(|r| r.state != DocState::Committed) {
+            self.recover_document(&coll, &doc.id, rec).await?;
+            let (c, i) = (collection.to_string(), doc.id.clone());
+            existing = self.catalog(move |cat| cat.document(&c, &i)).await?;
+        }
+        if let Some(old) = &existing
+            && old.content_hash == doc.content_hash
+        {
+            return Ok(PutOutcome::Unchanged {
+                version: old.version,
+                chunks: old.chunk_count,
+            });
+        }
+
+        let version = existing.as_ref().map_or(1, |r| r.version + 1);
+        let ids: Vec<Uuid> = chunks
+            .iter()
+            .map(|c| chunk_id(collection, &doc.id, c.ordinal, &doc.content_hash))
+            .collect();
+        let old_ids: Vec<Uuid> = existing
+            .as_ref()
+            .map(|r| r.chunk_ids.clone())
+            .unwrap_or_default();
+        let replaced = existing.is_some();
+        let writing = DocRecord {
+            content_hash: doc.content_hash.clone(),
+            media_type: doc.media_type.clone(),
+            title: doc.title.clone(),
+            version,
+            chunk_ids: ids.clone(),
+            chunk_count,
+            state: DocState::Writing,
+            bytes: doc.bytes,
+            updated_at: now_unix(),
+            metadata: serde_json::Value::Null,
+            previous: existing.map(Box::new),
+        };
+        let (c, i, w) = (collection.to_string(), doc.id.clone(), writing.clone());
+        self.catalog(move |cat| cat.put_documents(&c, &[(i.as_str(), &w)]))
+            .await?;
+
+        if let Err(err) = self
+            .write_chunks(&coll, &doc.id, &ids, &old_ids, chunks)
+            .await
+        {
+            tracing::error!(collection, document = %doc.id, error = %err,
+                "document write failed; rolling back");
+            if let Err(rollback_err) = self.recover_document(&coll, &doc.id, writing).await {
+                tracing::error!(collection, document = %doc.id, error = %rollback_err,
+                    "rollback failed; will retry at next open or write");
+            }
+            return Err(err);
+        }
+
+        let committed = DocRecord {
+            state: DocState::Committed,
+            previous: None,
+            ..writing
+        };
+        let (c, i) = (collection.to_string(), doc.id.clone());
+        self.catalog(move |cat| cat.put_documents(&c, &[(i.as_str(), &committed)]))
+            .await?;
+        Ok(if replaced {
+            PutOutcome::Replaced {
+                version,
+                chunks: chunk_count,
+            }
+        } else {
+            PutOutcome::Created {
+                version,
+                chunks: chunk_count,
+            }
+        })
+    }
+
+    /// Upserts new chunks, deletes the old version's, commits both stores.
+    async fn write_chunks(
+        &self,
+        coll: &Collection,
+        document_id: &str,
+        ids: &[Uuid],
+        old_ids: &[Uuid],
+        chunks: Vec<NewChunk>,
+    ) -> Result<()> {
+        let mut points = Vec::with_capacity(chunks.len());
+        let mut lex = Vec::with_capacity(chunks.len());
+        for (c, id) in chunks.into_iter().zip(ids) {
+            let mut payload = serde_json::Map::new();
+            payload.insert("ordinal".into(), c.ordinal.into());
+            if let Some(p) = c.page {
+                payload.insert("page".into(), p.into());
+            }
+            points.push(VectorPoint {
+                id: *id,
+                vector: c.vector,
+                document_id: document_id.to_string(),
+                payload,
+            });
+            lex.push(LexicalChunk {
+                id: *id,
+                document_id: document_id.to_string(),
+                ordinal: c.ordinal,
+                page: c.page,
+                start: c.start,
+                end: c.end,
+                text: c.text,
+                indexed_text: c.indexed_text,
+            });
+        }
+        let new: HashSet<&Uuid> = ids.iter().collect();
+        let stale: Vec<Uuid> = old_ids
+            .iter()
+            .filter(|i| !new.contains(i))
+            .copied()
+            .collect();
+
+        self.vectors.upsert(&coll.name, points).await?;
+        self.vectors.delete_points(&coll.name, &stale).await?;
+        let lexical = coll.lexical.clone();
+        blocking(move || {
+            lexical.add_chunks(&lex)?;
+            lexical.delete_chunks(&stale)
+        })
+        .await?;
+        self.commit_stores(coll).await
+    }
+
+    /// Deletes documents from both stores and the catalog; durable on return. Returns,
+    /// for each requested id in order, whether it existed.
+    pub async fn delete_documents(
+        &self,
+        collection: &str,
+        ids: &[String],
+    ) -> Result<Vec<(String, bool)>> {
+        let coll = self.get(collection).await?;
+        let _guard = coll.write.lock().await;
+        let (c, wanted) = (collection.to_string(), ids.to_vec());
+        let found = self
+            .catalog(move |cat| cat.documents_by_id(&c, wanted.iter().map(String::as_str)))
+            .await?;
+        if !found.is_empty() {
+            let deleting: Vec<(String, DocRecord)> = found
+                .iter()
+                .map(|(id, r)| {
+                    let mut r = r.clone();
+                    r.state = DocState::Deleting;
+                    r.previous = None;
+                    (id.clone(), r)
+                })
+                .collect();
+            let c = collection.to_string();
+            self.catalog(move |cat| {
+                let refs: Vec<(&str, &DocRecord)> =
+                    deleting.iter().map(|(i, r)| (i.as_str(), r)).collect();
+                cat.put_documents(&c, &refs)
+            })
+            .await?;
+            for id in found.keys() {
+                self.delete_document_chunks(&coll, id).await?;
+            }
+            self.commit_stores(&coll).await?;
+            let (c, gone): (String, Vec<String>) =
+                (collection.to_string(), found.keys().cloned().collect());
+            self.catalog(move |cat| {
+                let refs: Vec<&str> = gone.iter().map(String::as_str).collect();
+                cat.remove_documents(&c, &refs)
+            })
+            .await?;
+        }
+        Ok(ids
+            .iter()
+            .map(|id| (id.clone(), found.contains_key(id)))
+            .collect())
+    }
+
+    /// Hybrid retrieval: dense top-`candidates` and BM25 top-`candidates`, both under
+    /// `filter` and restricted to committed document versions, fused (RRF by default),
+    /// best first, at most `top_k`. Each hit carries its stored chunk text.
+    ///
+    /// An empty `query_vector` skips the dense retriever; query text without terms skips
+    /// BM25. A non-empty vector of the wrong length is [`Error::DimensionMismatch`].
+    pub async fn retrieve(
+        &self,
+        collection: &str,
+        query_text: &str,
+        query_vector: &[f32],
+        params: &RetrieveParams,
+        filter: &Filter,
+    ) -> Result<Vec<Hit>> {
+        let coll = self.get(collection).await?;
+        let expected = coll.record.dimension as usize;
+        if !query_vector.is_empty() && query_vector.len() != expected {
+            return Err(Error::DimensionMismatch {
+                expected,
+                got: query_vector.len(),
+            });
+        }
+        if params.top_k == 0 {
+            return Ok(Vec::new());
+        }
+        let candidates = params.candidates.max(params.top_k);
+
+        let dense = async {
+            if query_vector.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.vectors
+                    .search(collection, query_vector, candidates, filter)
+                    .await
+            }
+        };
+        let lexical = coll.lexical.clone();
+        let (text, f) = (query_text.to_string(), filter.clone());
+        let sparse = blocking(move || lexical.search(&text, candidates, &f));
+        let (dense, sparse) = tokio::try_join!(dense, sparse)?;
+
+        // Stored fields for every candidate, from Tantivy.
+        let mut chunks: HashMap<Uuid, StoredChunk> =
+            sparse.iter().map(|(c, _)| (c.id, c.clone())).collect();
+        let missing: Vec<Uuid> = dense
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| !chunks.contains_key(id))
+            .collect();
+        if !missing.is_empty() {
+            let lexical = coll.lexical.clone();
+            for c in blocking(move || lexical.chunks(&missing)).await? {
+                chunks.insert(c.id, c);
+            }
+        }
+
+        // Only chunks of committed versions are visible.
+        let doc_ids: HashSet<String> = chunks.values().map(|c| c.document_id.clone()).collect();
+        let c = collection.to_string();
+        let records = self
+            .catalog(move |cat| cat.documents_by_id(&c, doc_ids.iter().map(String::as_str)))
+            .await?;
+        let visible: HashSet<Uuid> = records
+            .values()
+            .flat_map(|r| r.visible_chunks().iter().copied())
+            .collect();
+
+        let dense: Vec<(Uuid, f32)> = dense
+            .into_iter()
+            .filter(|(id, _)| visible.contains(id) && chunks.contains_key(id))
+            .collect();
+        let sparse: Vec<(Uuid, f32)> = sparse
+            .into_iter()
+            .map(|(c, s)| (c.id, s))
+            .filter(|(id, _)| visible.contains(id))
+            .collect();
+        Ok(fuse(&dense, &sparse, params.fusion, params.top_k, chunks))
+    }
+
+    async fn chunk_counts_in(&self, coll: &Collection, document_id: &str) -> Result<(u64, u64)> {
+        let v = self.vectors.count(&coll.name, Some(document_id)).await?;
+        let lexical = coll.lexical.clone();
+        let id = document_id.to_string();
+        let l = blocking(move || lexical.count(Some(&id))).await?;
+        Ok((v, l))
+    }
+
+    /// How many points the vector store and the lexical index hold for the document
+    /// (committed data of the lexical index; anything accepted by the vector store).
+    pub async fn chunk_counts(&self, collection: &str, document_id: &str) -> Result<(u64, u64)> {
+        let coll = self.get(collection).await?;
+        self.chunk_counts_in(&coll, document_id).await
+    }
+
+    /// Compacts the collection's vector storage and builds its HNSW index when large enough.
+    /// Blocks writes to the collection while it runs. Useful after a large batch ingest.
+    pub async fn optimize(&self, collection: &str) -> Result<()> {
+        let coll = self.get(collection).await?;
+        let _guard = coll.write.lock().await;
+        self.vectors.optimize(&coll.name).await
+    }
+}
+
+/// Fuses two ranked lists (best first) into at most `top_k` hits, best first.
+fn fuse(
+    dense: &[(Uuid, f32)],
+    sparse: &[(Uuid, f32)],
+    fusion: Fusion,
+    top_k: usize,
+    mut chunks: HashMap<Uuid, StoredChunk>,
+) -> Vec<Hit> {
+    let Fusion::Rrf { k } = fusion;
+    struct Acc {
+        dense: Option<(f32, u32)>,
+        sparse: Option<(f32, u32)>,
+        fused: f32,
+    }
+    let mut acc: HashMap<Uuid, Acc> = HashMap::new();
+    let rrf = |rank: u32| 1.0 / (k + rank as f32);
+    for (i, (id, score)) in dense.iter().enumerate() {
+        let rank = i as u32 + 1;
+        let e = acc.entry(*id).or_insert(Acc {
+            dense: None,
+            sparse: None,
+            fused: 0.0,
+        });
+        if e.dense.is_none() {
+            e.dense = Some((*score, rank));
+            e.fused += rrf(rank);
+        }
+    }
+    for (i, (id, score)) in sparse.iter().enumerate() {
+        let rank = i as u32 + 1;
+        let e = acc.entry(*id).or_insert(Acc {
+            dense: None,
+            sparse: None,
+            fused: 0.0,
+        });
+        if e.sparse.is_none() {
+            e.sparse = Some((*score, rank));
+            e.fused += rrf(rank);
+        }
+    }
+    let mut ranked: Vec<(Uuid, Acc)> = acc.into_iter().collect();
+    ranked.sort_by(|(ia, a), (ib, b)| {
+        b.fused
+            .total_cmp(&a.fused)
+            .then_with(|| {
+                let best = |x: &Acc| {
+                    x.dense
+                        .map(|d| d.1)
+                        .unwrap_or(u32::MAX)
+                        .min(x.sparse.map(|s| s.1).unwrap_or(u32::MAX))
+                };
+                best(a).cmp(&best(b))
+            })
+            .then_with(|| ia.cmp(ib))
+    });
+    ranked
+        .into_iter()
+        .filter_map(|(id, a)| {
+            chunks.remove(&id).map(|chunk| Hit {
+                chunk,
+                dense_score: a.dense.map(|d| d.0),
+                dense_rank: a.dense.map(|d| d.1),
+                bm25_score: a.sparse.map(|s| s.0),
+                bm25_rank: a.sparse.map(|s| s.1),
+                fused_score: a.fused,
+            })
+        })
+        .take(top_k)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn chunk(n: u128) -> (Uuid, StoredChunk) {
+        (
+            id(n),
+            StoredChunk {
+                id: id(n),
+                document_id: "d".into(),
+                ordinal: n as u32,
+                page: None,
+                start: 0,
+                end: 0,
+                text: String::new(),
+            },
+        )
+    }
+
+    #[test]
+    fn rrf_prefers_chunks_ranked_by_both() {
+        let chunks: HashMap<_, _> = (1..=4).map(chunk).collect();
+        let dense = [(id(1), 0.9), (id(2), 0.8), (id(3), 0.7)];
+        let sparse = [(id(4), 9.0), (id(2), 5.0)];
+        let hits = fuse(&dense, &sparse, Fusion::default(), 3, chunks);
+        let order: Vec<_> = hits.iter().map(|h| h.chunk.id).collect();
+        assert_eq!(order, vec![id(2), id(1), id(4)]);
+        let top = &hits[0];
+        assert_eq!((top.dense_rank, top.bm25_rank), (Some(2), Some(2)));
+        assert!((top.fused_score - 2.0 / 62.0).abs() < 1e-6);
+        assert_eq!(hits[1].bm25_rank, None);
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("docs_v2-en").is_ok());
+        for bad in ["", "a b", "../x", "é", &"x".repeat(65)] {
+            assert!(
+                matches!(validate_name(bad), Err(Error::InvalidName(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    fn spec() -> CollectionSpec {
+        CollectionSpec {
+            embedding_model: "m".into(),
+            dimension: 2,
+        }
+    }
+
+    fn new_chunk(ordinal: u32, text: &str, v: [f32; 2]) -> NewChunk {
+        NewChunk {
+            ordinal,
+            page: None,
+            start: 0,
+            end: text.len() as u64,
+            text: text.into(),
+            indexed_text: text.into(),
+            vector: v.to_vec(),
+        }
+    }
+
+    fn new_doc(id: &str, hash: &str) -> NewDocument {
+        NewDocument {
+            id: id.into(),
+            content_hash: hash.into(),
+            media_type: "text/plain".into(),
+            title: None,
+            bytes: 1,
+        }
+    }
+
+    /// Simulates a crash in the middle of `put_document`: the catalog says `Writing`
+    /// and only some of the new chunks reached each store.
+    async fn crash_mid_write(index: &Index, id: &str, hash: &str, texts: &[&str]) {
+        let coll = index.get("c").await.unwrap();
+        let previous = index.catalog.document("c", id).unwrap();
+        let ids: Vec<Uuid> = (0..texts.len() as u32)
+            .map(|o| chunk_id("c", id, o, hash))
+            .collect();
+        let writing = DocRecord {
+            content_hash: hash.into(),
+            media_type: "text/plain".into(),
+            title: None,
+            version: previous.as_ref().map_or(1, |p| p.version + 1),
+            chunk_ids: ids.clone(),
+            chunk_count: texts.len() as u32,
+            state: DocState::Writing,
+            bytes: 1,
+            updated_at: 0,
+            metadata: serde_json::Value::Null,
+            previous: previous.map(Box::new),
+        };
+        index.catalog.put_documents("c", &[(id, &writing)]).unwrap();
+        // First chunk in both stores, second only in the vector store.
+        let points = ids
+            .iter()
+            .map(|cid| VectorPoint {
+                id: *cid,
+                vector: vec![0.0, 1.0],
+                document_id: id.into(),
+                payload: Default::default(),
+            })
+            .collect();
+        index.vectors.upsert("c", points).await.unwrap();
+        index.vectors.flush("c").await.unwrap();
+        coll.lexical
+            .add_chunks(&[LexicalChunk {
+                id: ids[0],
+                document_id: id.into(),
+                ordinal: 0,
+                page: None,
+                start: 0,
+                end: 1,
+                text: texts[0].into(),
+                indexed_text: texts[0].into(),
+            }])
+            .unwrap();
+        coll.lexical.commit().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interrupted_writes_are_rolled_back_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let index = Index::open(dir.path()).await.unwrap();
+            index.create_collection("c", spec()).await.unwrap();
+            index
+                .put_document(
+                    "c",
+                    new_doc("old", "h1"),
+                    vec![new_chunk(0, "walrus tusks", [1.0, 0.0])],
+                )
+                .await
+                .unwrap();
+            crash_mid_write(&index, "old", "h2", &["narwhal horn", "narwhal pods"]).await;
+            crash_mid_write(&index, "new", "h1", &["narwhal songs", "narwhal diet"]).await;
+
+            // Half-written versions are never visible, even before recovery.
+            let hits = index
+                .retrieve(
+                    "c",
+                    "narwhal walrus",
+                    &[0.0, 1.0],
+                    &RetrieveParams::default(),
+                    &Filter::default(),
+                )
+                .await
+                .unwrap();
+            let t: Vec<_> = hits.iter().map(|h| h.chunk.text.as_str()).collect();
+            assert_eq!(t, vec!["walrus tusks"]);
+            assert_eq!(index.chunk_counts("c", "old").await.unwrap(), (3, 2));
+        }
+
+        let index = Index::open(dir.path()).await.unwrap();
+        // Replaced document: back to its committed version in both stores.
+        assert_eq!(index.chunk_counts("c", "old").await.unwrap(), (1, 1));
+        let info = index.document("c", "old").await.unwrap().unwrap();
+        assert_eq!((info.version, info.content_hash.as_str()), (1, "h1"));
+        assert_eq!(
+            index.catalog.document("c", "old").unwrap().unwrap().state,
+            DocState::Committed
+        );
+        // New document: removed entirely.
+        assert_eq!(index.chunk_counts("c", "new").await.unwrap(), (0, 0));
+        assert!(index.catalog.document("c", "new").unwrap().is_none());
+        let hits = index
+            .retrieve(
+                "c",
+                "narwhal walrus",
+                &[0.0, 1.0],
+                &RetrieveParams::default(),
+                &Filter::default(),
+            )
+            .await
+            .unwrap();
+        let t: Vec<_> = hits.iter().map(|h| h.chunk.text.as_str()).collect();
+        assert_eq!(t, vec!["walrus tusks"]);
+        // And the document can be written again.
+        let out = index
+            .put_document(
+                "c",
+                new_doc("new", "h1"),
+                vec![new_chunk(0, "narwhal", [0.0, 1.0])],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            PutOutcome::Created {
+                version: 1,
+                chunks: 1
+            }
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interrupted_deletes_are_finished_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let index = Index::open(dir.path()).await.unwrap();
+            index.create_collection("c", spec()).await.unwrap();
+            index
+                .put_document(
+                    "c",
+                    new_doc("d", "h1"),
+                    vec![new_chunk(0, "walrus", [1.0, 0.0])],
+                )
+                .await
+                .unwrap();
+            let mut rec = index.catalog.document("c", "d").unwrap().unwrap();
+            rec.state = DocState::Deleting;
+            index.catalog.put_documents("c", &[("d", &rec)]).unwrap();
+            assert!(index.document("c", "d").await.unwrap().is_none());
+        }
+        let index = Index::open(dir.path()).await.unwrap();
+        assert_eq!(index.chunk_counts("c", "d").await.unwrap(), (0, 0));
+        assert!(index.catalog.document("c", "d").unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn orphaned_store_directories_are_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let index = Index::open(dir.path()).await.unwrap();
+            index.create_collection("c", spec()).await.unwrap();
+            // As if the process died after creating the stores but before the catalog commit.
+            index.catalog.delete_collection("c").unwrap();
+        }
+        let index = Index::open(dir.path()).await.unwrap();
+        assert!(index.list_collections().await.unwrap().is_empty());
+        assert!(!dir.path().join("vectors/c").exists());
+        assert!(!dir.path().join("lexical/c").exists());
+    }
+}

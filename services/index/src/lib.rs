@@ -1,0 +1,189 @@
+//! quire-index: the stores behind quire and hybrid retrieval over them.
+//!
+//! # Architecture
+//!
+//! A data directory holds three things:
+//!
+//! - `catalog.redb`: the [`Catalog`] (redb), the source of truth for which
+//!   collections exist and which chunks each document version owns;
+//! - `vectors/<collection>/`: dense vectors in a [`VectorStore`]
+//!   ([`EmbeddedVectorStore`] on qdrant-edge; a Qdrant server can stand in);
+//! - `lexical/<collection>/`: a Tantivy [`LexicalIndex`] with the chunk text for BM25
+//!   and the stored fields returned with every hit.
+//!
+//! [`Index`] keeps the two stores consistent through the catalog. A document write
+//! records the new version as `Writing` (with the version it replaces), writes both
+//! stores, commits both, then marks the version `Committed`. Retrieval only returns
+//! chunks that the catalog says are visible, so a reader never sees a document
+//! half-written or twice. [`Index::open`] rolls back `Writing` documents and finishes
+//! `Deleting` ones left by a crash.
+//!
+//! Chunk ids are UUIDv5 of (collection, document id, ordinal, content hash) — see
+//! [`chunk_id`] — so a retried write is an idempotent upsert.
+
+pub mod catalog;
+mod error;
+mod index;
+pub mod lexical;
+pub mod vector;
+
+pub use catalog::{Catalog, CollectionRecord, DocRecord, DocState};
+pub use error::{Error, Result};
+pub use index::Index;
+pub use lexical::{ENGLISH_ANALYZER, LexicalChunk, LexicalIndex, english_analyzer};
+pub use vector::{DOCUMENT_ID_KEY, EmbeddedVectorStore, VectorPoint, VectorStore};
+
+use uuid::Uuid;
+
+/// Namespace of chunk ids (a fixed, random UUID; changing it changes every chunk id).
+const CHUNK_NAMESPACE: Uuid = Uuid::from_u128(0x6b2f_5f3e_8d0c_4c1e_9a57_3f1d_2c44_b7a1);
+
+/// Deterministic id of a chunk: UUIDv5 over the length-prefixed collection, document id,
+/// ordinal and content hash. The same inputs always give the same id; different inputs
+/// cannot collide by concatenation.
+pub fn chunk_id(collection: &str, document_id: &str, ordinal: u32, content_hash: &str) -> Uuid {
+    let name = format!(
+        "{}:{collection}|{}:{document_id}|{ordinal}|{}:{content_hash}",
+        collection.len(),
+        document_id.len(),
+        content_hash.len()
+    );
+    Uuid::new_v5(&CHUNK_NAMESPACE, name.as_bytes())
+}
+
+/// What a collection is created for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionSpec {
+    pub embedding_model: String,
+    pub dimension: u32,
+}
+
+/// A collection and its current size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionInfo {
+    pub name: String,
+    pub embedding_model: String,
+    pub dimension: u32,
+    /// Documents with a visible (committed) version.
+    pub document_count: u64,
+    /// Chunks of those versions.
+    pub chunk_count: u64,
+    pub created_at_unix: i64,
+}
+
+/// One chunk of a document to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewChunk {
+    /// Position in the document; unique within it.
+    pub ordinal: u32,
+    pub page: Option<u32>,
+    /// Byte span of `text` in the document's extracted text.
+    pub start: u64,
+    pub end: u64,
+    /// Text returned with hits and quoted in citations.
+    pub text: String,
+    /// Text scored by BM25 (for example the text with its heading).
+    pub indexed_text: String,
+    /// Embedding; its length must equal the collection's dimension.
+    pub vector: Vec<f32>,
+}
+
+/// A document to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDocument {
+    pub id: String,
+    pub content_hash: String,
+    pub media_type: String,
+    pub title: Option<String>,
+    pub bytes: u64,
+}
+
+/// A document's committed version as recorded in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentInfo {
+    pub id: String,
+    pub content_hash: String,
+    pub media_type: String,
+    pub title: Option<String>,
+    pub version: u64,
+    pub chunk_count: u32,
+    pub bytes: u64,
+    pub updated_at_unix: i64,
+}
+
+/// Result of [`Index::put_document`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The document did not exist.
+    Created { version: u64, chunks: u32 },
+    /// A version with another content hash was replaced.
+    Replaced { version: u64, chunks: u32 },
+    /// The committed version has the same content hash; nothing was written.
+    Unchanged { version: u64, chunks: u32 },
+}
+
+/// A chunk as stored, returned with hits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChunk {
+    pub id: Uuid,
+    pub document_id: String,
+    pub ordinal: u32,
+    pub page: Option<u32>,
+    pub start: u64,
+    pub end: u64,
+    pub text: String,
+}
+
+/// One fused retrieval result. Ranks are 1-based; a retriever that did not return the
+/// chunk leaves its score and rank `None`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub chunk: StoredChunk,
+    /// Cosine similarity.
+    pub dense_score: Option<f32>,
+    pub dense_rank: Option<u32>,
+    pub bm25_score: Option<f32>,
+    pub bm25_rank: Option<u32>,
+    pub fused_score: f32,
+}
+
+/// Restricts retrieval; the same filter applies to both retrievers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only chunks of these documents; empty means all documents.
+    pub document_ids: Vec<String>,
+}
+
+/// How dense and BM25 rankings are combined.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Fusion {
+    /// Reciprocal rank fusion: `score = Σ 1 / (k + rank)` over the retrievers, rank 1-based.
+    Rrf { k: f32 },
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Fusion::Rrf { k: 60.0 }
+    }
+}
+
+/// Retrieval parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrieveParams {
+    /// Number of fused hits returned.
+    pub top_k: usize,
+    /// Candidates taken from each retriever before fusion; raised to `top_k` if smaller.
+    pub candidates: usize,
+    pub fusion: Fusion,
+}
+
+impl Default for RetrieveParams {
+    fn default() -> Self {
+        Self {
+            top_k: 10,
+            candidates: 50,
+            fusion: Fusion::default(),
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Dense vector storage behind [`VectorStore`], with the embedded qdrant-edge implementation.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use qdrant_edge::{
+    Condition, CountRequest, DEFAULT_VECTOR_NAME, Distance, EdgeConfig, EdgeShard,
+    EdgeVectorParamsBuilder, FieldCondition, Filter as EdgeFilter, JsonPath, Match, NamedQuery,
+    PointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum, QueryRequest,
+    ScoringQuery, UpdateOperation, WithPayloadInterface, WithVector,
+};
+use uuid::Uuid;
+
+use crate::Filter;
+use crate::error::{Error, Result, blocking};
+
+/// Payload key holding the owning document's id; filters and deletes use it.
+pub const DOCUMENT_ID_KEY: &str = "document_id";
+
+/// One point to upsert.
+#[derive(Debug, Clone)]
+pub struct VectorPoint {
+    pub id: Uuid,
+    pub vector: Vec<f32>,
+    /// Stored in the payload under [`DOCUMENT_ID_KEY`].
+    pub document_id: String,
+    /// Extra payload fields (must not use [`DOCUMENT_ID_KEY`]).
+    pub payload: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Dense vector storage with cosine similarity, organised in named collections.
+///
+/// Writes may be visible to searches before [`flush`](VectorStore::flush), but are only
+/// guaranteed durable once `flush` has returned. Implementations: [`EmbeddedVectorStore`]
+/// (qdrant-edge, in process); a Qdrant-server one can implement the same trait.
+#[async_trait]
+pub trait VectorStore: Send + Sync {
+    /// Creates the collection (cosine distance) if it does not exist; opens it if it does.
+    async fn ensure_collection(&self, name: &str, dimension: u32) -> Result<()>;
+    /// Removes the collection and all its points. Absent collections are not an error.
+    async fn drop_collection(&self, name: &str) -> Result<()>;
+    /// Inserts or replaces points by id.
+    async fn upsert(&self, collection: &str, points: Vec<VectorPoint>) -> Result<()>;
+    /// Deletes points by id; unknown ids are ignored.
+    async fn delete_points(&self, collection: &str, ids: &[Uuid]) -> Result<()>;
+    /// Deletes every point whose payload `document_id` equals `document_id`.
+    async fn delete_document(&self, collection: &str, document_id: &str) -> Result<()>;
+    /// Top-`limit` points by cosine similarity to `vector` among those passing `filter`,
+    /// best first.
+    async fn search(
+        &self,
+        collection: &str,
+        vector: &[f32],
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<Vec<(Uuid, f32)>>;
+    /// Exact number of points, overall or for one document.
+    async fn count(&self, collection: &str, document_id: Option<&str>) -> Result<u64>;
+    /// Makes every write accepted so far durable before returning.
+    async fn flush(&self, collection: &str) -> Result<()>;
+    /// Compacts storage and builds search indexes; may take a while. Default: nothing.
+    async fn optimize(&self, _collection: &str) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn vec_err(e: impl std::fmt::Display) -> Error {
+    Error::Vector(e.to_string())
+}
+
+/// One open edge shard. Mutations (update, flush, optimize) are serialised by `write`:
+/// `EdgeShard::flush` panics if it finds the WAL or segment holder locked.
+struct Shard {
+    shard: EdgeShard,
+    write: Mutex<()>,
+}
+
+impl Shard {
+    fn mutate<T>(&self, f: impl FnOnce(&EdgeShard) -> Result<T>) -> Result<T> {
+        let _guard = self
+            .write
+            .lock()
+            .map_err(|_| Error::Vector("shard write lock poisoned".into()))?;
+        f(&self.shard)
+    }
+}
+
+/// [`VectorStore`] on qdrant-edge: one edge shard per collection under `<root>/<collection>`.
+pub struct EmbeddedVectorStore {
+    root: PathBuf,
+    shards: RwLock<HashMap<String, Arc<Shard>>>,
+}
+
+impl EmbeddedVectorStore {
+    /// Uses `root` (created if missing) as the parent of the per-collection shard directories.
+    pub fn new(root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            shards: RwLock::new(HashMap::new()),
+        })
+    }
+
+    fn shard(&self, name: &str) -> Result<Arc<Shard>> {
+        let map = self
+            .shards
+            .read()
+            .map_err(|_| Error::Vector("shard map lock poisoned".into()))?;
+        map.get(name)
+            .cloned()
+            .ok_or_else(|| Error::CollectionNotFound(name.to_string()))
+    }
+
+    async fn with_shard<T, F>(&self, name: &str, f: F) -> Result<T>
+    where
+        F: FnOnce(&Shard) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let shard = self.shard(name)?;
+        blocking(move || f(&shard)).await
+    }
+}
+
+fn document_filter(ids: &[String]) -> Result<Option<EdgeFilter>> {
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let key: JsonPath = DOCUMENT_ID_KEY
+        .parse()
+        .map_err(|()| Error::Vector(format!("invalid payload key `{DOCUMENT_ID_KEY}`")))?;
+    let m = if let [one] = ids {
+        Match::from(one.clone())
+    } else {
+        Match::from(ids.to_vec())
+    };
+    Ok(Some(EdgeFilter::new_must(Condition::Field(
+        FieldCondition::new_match(key, m),
+    ))))
+}
+
+fn point_uuid(id: &PointId) -> Option<Uuid> {
+    match id {
+        PointId::Uuid(u) => Some(*u),
+        PointId::NumId(_) => None,
+    }
+}
+
+#[async_trait]
+impl VectorStore for EmbeddedVectorStore {
+    async fn ensure_collection(&self, name: &str, dimension: u32) -> Result<()> {
+        if self.shard(name).is_ok() {
+            return Ok(());
+        }
+        let path = self.root.join(name);
+        let dim = dimension as usize;
+        let shard = blocking(move || {
+            let config = EdgeConfig::builder()
+                .vector(
+                    DEFAULT_VECTOR_NAME,
+                    EdgeVectorParamsBuilder::new(dim, Distance::Cosine).build(),
+                )
+                .build();
+            if path.join("edge_config.json").exists() {
+                EdgeShard::load(&path, None).map_err(vec_err)
+            } else {
+                std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+                EdgeShard::new(&path, config).map_err(vec_err)
+            }
+        })
+        .await?;
+        let mut map = self
+            .shards
+            .write()
+            .map_err(|_| Error::Vector("shard map lock poisoned".into()))?;
+        map.entry(name.to_string()).or_insert_with(|| {
+            Arc::new(Shard {
+                shard,
+                write: Mutex::new(()),
+            })
+        });
+        Ok(())
+    }
+
+    async fn drop_collection(&self, name: &str) -> Result<()> {
+        let removed = self
+            .shards
+            .write()
+            .map_err(|_| Error::Vector("shard map lock poisoned".into()))?
+            .remove(name);
+        let path = self.root.join(name);
+        blocking(move || {
+            if let Some(mut shard) = removed {
+                // Wait for in-flight operations: the shard flushes into its directory on drop.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    match Arc::try_unwrap(shard) {
+                        Ok(s) => {
+                            drop(s);
+                            break;
+                        }
+                        Err(still_shared) if Instant::now() < deadline => {
+                            shard = still_shared;
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        Err(_) => {
+                            return Err(Error::Vector(
+                                "collection still in use; cannot drop it".into(),
+                            ));
+                        }
+                    }
+                }
+            }
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io(&path, e)),
+            }
+        })
+        .await
+    }
+
+    async fn upsert(&self, collection: &str, points: Vec<VectorPoint>) -> Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        self.with_shard(collection, move |s| {
+            let points = points
+                .into_iter()
+                .map(|p| {
+                    let mut payload = p.payload;
+                    payload.insert(
+                        DOCUMENT_ID_KEY.to_string(),
+                        serde_json::Value::String(p.document_id),
+                    );
+                    PointStruct::new(
+                        PointId::Uuid(p.id),
+                        p.vector,
+                        serde_json::Value::Object(payload),
+                    )
+                    .into()
+                })
+                .collect();
+            let op = UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+                PointInsertOperations::PointsList(points),
+            ));
+            s.mutate(|shard| shard.update(op).map_err(vec_err))
+        })
+        .await
+    }
+
+    async fn delete_points(&self, collection: &str, ids: &[Uuid]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<PointId> = ids.iter().map(|u| PointId::Uuid(*u)).collect();
+        self.with_shard(collection, move |s| {
+            let op = UpdateOperation::PointOperation(PointOperations::DeletePoints { ids });
+            s.mutate(|shard| shard.update(op).map_err(vec_err))
+        })
+        .await
+    }
+
+    async fn delete_document(&self, collection: &str, document_id: &str) -> Result<()> {
+        let filter = document_filter(&[document_id.to_string()])?;
+        self.with_shard(collection, move |s| {
+            let Some(filter) = filter else {
+                return Ok(());
+            };
+            let op = UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(filter));
+            s.mutate(|shard| shard.update(op).map_err(vec_err))
+        })
+        .await
+    }
+
+    async fn search(
+        &self,
+        collection: &str,
+        vector: &[f32],
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<Vec<(Uuid, f32)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let request = QueryRequest {
+            prefetches: Vec::new(),
+            query: Some(ScoringQuery::Vector(QueryEnum::Nearest(
+                NamedQuery::default_dense(vector.to_vec()),
+            ))),
+            filter: document_filter(&filter.document_ids)?,
+            score_threshold: None,
+            limit,
+            offset: 0,
+            params: None,
+            with_vector: WithVector::Bool(false),
+            with_payload: WithPayloadInterface::Bool(false),
+        };
+        self.with_shard(collection, move |s| {
+            let points = s.shard.query(request).map_err(vec_err)?;
+            Ok(points
+                .into_iter()
+                .filter_map(|p| point_uuid(&p.id).map(|id| (id, p.score)))
+                .collect())
+        })
+        .await
+    }
+
+    async fn count(&self, collection: &str, document_id: Option<&str>) -> Result<u64> {
+        let filter = match document_id {
+            Some(d) => document_filter(&[d.to_string()])?,
+            None => None,
+        };
+        self.with_shard(collection, move |s| {
+            let n = s
+                .shard
+                .count(CountRequest {
+                    filter,
+                    exact: true,
+                })
+                .map_err(vec_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn flush(&self, collection: &str) -> Result<()> {
+        self.with_shard(collection, |s| {
+            s.mutate(|shard| {
+                shard.flush();
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn optimize(&self, collection: &str) -> Result<()> {
+        self.with_shard(collection, |s| {
+            s.mutate(|shard| {
+                shard.optimize().map_err(vec_err)?;
+                shard.flush();
+                Ok(())
+            })
+        })
+        .await
+    }
+}
