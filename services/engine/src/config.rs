@@ -1,0 +1,63 @@
+//! Engine settings. Every field has a default, written next to it.
+
+use std::path::PathBuf;
+
+use quire_models::LlmChoice;
+use serde::{Deserialize, Serialize};
+
+/// Settings of the engine; the binary layers them from a TOML file, `QUIRE_*` variables and flags.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Where the stores and the catalog live. Default: `./quire-data`.
+    pub data_dir: PathBuf,
+    /// Where model packages are installed. Default: `$QUIRE_MODEL_DIR` or `~/.cache/quire/models`.
+    pub model_dir: PathBuf,
+    /// LLM used by `Ask`: `qwen2.5-1.5b` (default) or `smollm2-135m`.
+    pub llm: String,
+    /// Chunk size in embedding-model tokens. Default: 200.
+    pub chunk_tokens: usize,
+    /// Overlap between consecutive chunks, in embedding-model tokens. Default: 32.
+    pub chunk_overlap_tokens: usize,
+    /// Largest accepted document, in bytes. Default: 64 MiB.
+    pub max_document_bytes: usize,
+    /// Most PDF pages accepted per document. Default: 2,000.
+    pub max_pages: usize,
+    /// Hits returned by `Retrieve` when the request does not say. Default: 10.
+    pub default_top_k: usize,
+    /// Candidates each retriever contributes before fusion. Default: 50.
+    pub candidates: usize,
+    /// Reciprocal-rank-fusion constant. Default: 60.
+    pub rrf_k: f32,
+    /// Sources given to the LLM by `Ask` when the request does not say. Default: 5.
+    pub ask_sources: usize,
+    /// A source is relevant when its dense cosine similarity reaches this, or when it is a BM25
+    /// hit whose dense similarity reaches half of it. `Ask` abstains when no source is relevant.
+    /// Default: 0.3.
+    pub min_relevance: f32,
+    /// Tokens the LLM may generate when the request does not say. Default: 256.
+    pub max_answer_tokens: usize,
+    /// Documents ingested concurrently (parse, chunk, embed). Default: 2.
+    pub ingest_workers: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            data_dir: PathBuf::from("quire-data"),
+            model_dir: quire_models::default_model_dir(),
+            llm: LlmChoice::default().to_string(),
+            chunk_tokens: 200,
+            chunk_overlap_tokens: 32,
+            max_document_bytes: 64 << 20,
+            max_pages: 2_000,
+            default_top_k: 10,
+            candidates: 50,
+            rrf_k: 60.0,
+            ask_sources: 5,
+            min_relevance: 0.3,
+            max_answer_tokens: 256,
+            ingest_workers: 2,
+        }
+    }
+}

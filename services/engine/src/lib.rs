@@ -1,0 +1,689 @@
+//! quire's core: the ingest and query pipelines that every transport shares.
+//!
+//! [`Engine`] owns the models and the stores. The gRPC layer only decodes requests, calls
+//! these methods and maps [`Error`] to status codes.
+//!
+//! * Ingest: load → chunk → embed → write both stores → commit (see [`Engine::ingest`]).
+//! * Query: embed the question → dense ‖ BM25 under one filter → RRF ([`Engine::retrieve`]),
+//!   then prompt the LLM with numbered sources and check the `[n]` citations ([`Engine::ask`]).
+
+pub mod citations;
+mod config;
+mod error;
+pub mod prompt;
+pub mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quire_index::{
+    CollectionInfo, CollectionSpec, DocumentInfo, Filter, Fusion, Hit, Index, NewChunk,
+    NewDocument, PutOutcome, RetrieveParams,
+};
+use quire_ingest::{Chunker, ChunkerConfig, Limits, MediaType};
+use quire_models::{Embedder, GenerationParams, Generator, LlmChoice};
+use sha2::{Digest, Sha256};
+use tokio::sync::{OnceCell, Semaphore, mpsc};
+use tracing::{debug, info};
+
+pub use config::EngineConfig;
+pub use error::{Error, ErrorKind, Result};
+
+/// Collection used when a request names none.
+pub const DEFAULT_COLLECTION: &str = "default";
+/// Most hits `Retrieve` returns.
+pub const MAX_TOP_K: usize = 100;
+/// Most sources `Ask` gives the model.
+pub const MAX_ASK_SOURCES: usize = 20;
+const MAX_DOCUMENT_ID_BYTES: usize = 512;
+
+/// A document as received from a client.
+#[derive(Debug, Clone)]
+pub struct IncomingDocument {
+    /// Caller-chosen id, unique within the collection.
+    pub id: String,
+    /// Media type as sent, e.g. `application/pdf`.
+    pub media_type: String,
+    /// The document's bytes.
+    pub content: Vec<u8>,
+    /// Title to store; `None` uses the one found in the document.
+    pub title: Option<String>,
+}
+
+/// What ingesting one document did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestStatus {
+    /// A new document was written.
+    Created,
+    /// An existing document with other content was replaced.
+    Replaced,
+    /// The stored version has the same content hash; nothing was written.
+    Unchanged,
+}
+
+/// The result of a successful [`Engine::ingest`].
+#[derive(Debug, Clone)]
+pub struct IngestOutcome {
+    /// What happened.
+    pub status: IngestStatus,
+    /// Stored version after the call.
+    pub version: u64,
+    /// Chunks stored for the document.
+    pub chunks: u32,
+    /// SHA-256 of the bytes, lower-case hex.
+    pub content_hash: String,
+}
+
+/// The result of [`Engine::delete_documents`].
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOutcome {
+    /// Ids that existed and were removed from both stores.
+    pub deleted: Vec<String>,
+    /// Ids that did not exist.
+    pub not_found: Vec<String>,
+}
+
+/// A retrieval request.
+#[derive(Debug, Clone, Default)]
+pub struct RetrieveQuery {
+    /// Collection; empty means [`DEFAULT_COLLECTION`].
+    pub collection: String,
+    /// Query text; must not be blank.
+    pub query: String,
+    /// Hits wanted; 0 means the configured default.
+    pub top_k: usize,
+    /// Restriction applied to both retrievers.
+    pub document_ids: Vec<String>,
+    /// RRF constant; `None` means the configured default.
+    pub rrf_k: Option<f32>,
+}
+
+/// A question for [`Engine::ask`].
+#[derive(Debug, Clone, Default)]
+pub struct AskQuery {
+    /// Collection; empty means [`DEFAULT_COLLECTION`].
+    pub collection: String,
+    /// The question; must not be blank.
+    pub question: String,
+    /// Sources to give the model; 0 means the configured default.
+    pub top_k: usize,
+    /// Restriction applied to retrieval.
+    pub document_ids: Vec<String>,
+    /// Most tokens to generate; `None` means the configured default.
+    pub max_tokens: Option<usize>,
+    /// Sampling temperature; `None` means greedy.
+    pub temperature: Option<f64>,
+    /// Nucleus sampling threshold.
+    pub top_p: Option<f64>,
+    /// Sampling seed; `None` means a fixed default, so answers are reproducible.
+    pub seed: Option<u64>,
+}
+
+/// Where a citation came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CitationOrigin {
+    /// The model wrote the `[n]` marker, and `n` names a source it was given.
+    Model,
+    /// The model wrote no valid marker; quire attributed an answer sentence to the source that
+    /// states most of its content words (see [`support`]). No marker is in the text.
+    Support,
+}
+
+/// A checked citation: a source the model was given, and why it is cited.
+#[derive(Debug, Clone)]
+pub struct Citation {
+    /// The source's number `n`; indexes [`Answer::sources`] from 1.
+    pub source: usize,
+    /// The cited chunk, as retrieved.
+    pub hit: Hit,
+    /// Who made the link.
+    pub origin: CitationOrigin,
+}
+
+/// Share of an answer sentence's content words a source must contain to be cited by support.
+pub const MIN_SUPPORT: f32 = 0.6;
+
+/// The result of [`Engine::ask`].
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    /// The model's answer, markers included; empty when abstained before generation.
+    pub text: String,
+    /// Valid citations in order of first appearance.
+    pub citations: Vec<Citation>,
+    /// Why quire declined to answer, if it did.
+    pub abstained: Option<String>,
+    /// The numbered sources the model saw; `sources[0]` is `[1]`.
+    pub sources: Vec<Hit>,
+    /// Name of the LLM; empty when it was not called.
+    pub model: String,
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Tokens generated.
+    pub completion_tokens: usize,
+    /// Time spent embedding and retrieving.
+    pub retrieve_time: Duration,
+    /// Time from the start of generation to the first token.
+    pub time_to_first_token: Duration,
+    /// Time spent generating.
+    pub generate_time: Duration,
+}
+
+/// The shared core: models, stores and the pipelines over them.
+pub struct Engine {
+    config: EngineConfig,
+    index: Index,
+    embedder: Arc<Embedder>,
+    chunker: Arc<Chunker>,
+    limits: Limits,
+    llm: LlmChoice,
+    generator: OnceCell<Arc<Generator>>,
+    cpu: Semaphore,
+}
+
+impl Engine {
+    /// Opens the stores in `config.data_dir` (recovering interrupted writes) and loads the
+    /// embedder. The LLM is loaded on first use, or by [`Engine::load_generator`].
+    pub async fn open(config: EngineConfig) -> Result<Engine> {
+        let llm: LlmChoice = config
+            .llm
+            .parse()
+            .map_err(|e: quire_models::Error| Error::InvalidArgument(e.to_string()))?;
+        if config.chunk_tokens == 0 || config.chunk_overlap_tokens >= config.chunk_tokens {
+            return Err(Error::InvalidArgument(format!(
+                "chunk_overlap_tokens ({}) must be smaller than chunk_tokens ({})",
+                config.chunk_overlap_tokens, config.chunk_tokens
+            )));
+        }
+        let model_dir = config.model_dir.clone();
+        let embedder = blocking(move || Embedder::load(&model_dir).map_err(Error::from)).await?;
+        if config.chunk_tokens > embedder.max_tokens() {
+            return Err(Error::InvalidArgument(format!(
+                "chunk_tokens ({}) exceeds the embedding model's limit ({})",
+                config.chunk_tokens,
+                embedder.max_tokens()
+            )));
+        }
+        let chunker = Chunker::new(
+            embedder.tokenizer().clone(),
+            ChunkerConfig {
+                max_tokens: config.chunk_tokens,
+                overlap_tokens: config.chunk_overlap_tokens,
+            },
+        )?;
+        let limits = Limits {
+            max_bytes: config.max_document_bytes,
+            max_pages: config.max_pages,
+            ..Limits::default()
+        };
+        let index = Index::open(&config.data_dir).await?;
+        info!(data_dir = %config.data_dir.display(), embedder = embedder.model_id(), "engine open");
+        Ok(Engine {
+            cpu: Semaphore::new(config.ingest_workers.max(1)),
+            config,
+            index,
+            embedder: Arc::new(embedder),
+            chunker: Arc::new(chunker),
+            limits,
+            llm,
+            generator: OnceCell::new(),
+        })
+    }
+
+    /// The settings in effect.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The stores, for inspection (tests, stats).
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Loads the LLM now instead of on the first `Ask`. Idempotent.
+    pub async fn load_generator(&self) -> Result<Arc<Generator>> {
+        let generator = self
+            .generator
+            .get_or_try_init(|| async {
+                let dir = self.config.model_dir.clone();
+                let llm = self.llm;
+                let started = Instant::now();
+                let g = blocking(move || Generator::load(&dir, llm).map_err(Error::from)).await?;
+                info!(
+                    model = g.name(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "LLM loaded"
+                );
+                Ok::<_, Error>(Arc::new(g))
+            })
+            .await?;
+        Ok(generator.clone())
+    }
+
+    fn spec(&self) -> CollectionSpec {
+        CollectionSpec {
+            embedding_model: self.embedder.model_id().to_string(),
+            dimension: self.embedder.dimension() as u32,
+        }
+    }
+
+    /// Creates an empty collection bound to this server's embedding model.
+    pub async fn create_collection(&self, name: &str) -> Result<CollectionInfo> {
+        Ok(self.index.create_collection(name, self.spec()).await?)
+    }
+
+    /// Every collection, ordered by name.
+    pub async fn list_collections(&self) -> Result<Vec<CollectionInfo>> {
+        Ok(self.index.list_collections().await?)
+    }
+
+    /// Deletes a collection and all of its data; gone from both stores when this returns.
+    pub async fn delete_collection(&self, name: &str) -> Result<()> {
+        Ok(self.index.delete_collection(name).await?)
+    }
+
+    /// A collection's committed documents.
+    pub async fn list_documents(&self, collection: &str) -> Result<Vec<DocumentInfo>> {
+        Ok(self
+            .index
+            .list_documents(collection_name(collection))
+            .await?)
+    }
+
+    /// Ingests one document: parse, chunk, embed, write both stores.
+    ///
+    /// The collection is created if missing. A document whose bytes hash to the stored version
+    /// is reported [`IngestStatus::Unchanged`] without being parsed. When this returns `Ok`, the
+    /// document is durable and visible in both stores; on `Err`, nothing of it was written.
+    pub async fn ingest(&self, collection: &str, doc: IncomingDocument) -> Result<IngestOutcome> {
+        let collection = collection_name(collection);
+        validate_document_id(&doc.id)?;
+        let media: MediaType = doc.media_type.parse()?;
+        if doc.content.len() > self.limits.max_bytes {
+            return Err(quire_ingest::Error::TooLarge {
+                bytes: doc.content.len(),
+                limit: self.limits.max_bytes,
+            }
+            .into());
+        }
+        let content_hash = hex::encode(Sha256::digest(&doc.content));
+        self.index
+            .ensure_collection(collection, self.spec())
+            .await?;
+        if let Some(existing) = self.index.document(collection, &doc.id).await?
+            && existing.content_hash == content_hash
+        {
+            return Ok(IngestOutcome {
+                status: IngestStatus::Unchanged,
+                version: existing.version,
+                chunks: existing.chunk_count,
+                content_hash,
+            });
+        }
+
+        let _permit = self
+            .cpu
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("engine is shutting down".into()))?;
+        let (embedder, chunker, limits) = (
+            self.embedder.clone(),
+            self.chunker.clone(),
+            self.limits.clone(),
+        );
+        let size = doc.content.len() as u64;
+        let content = doc.content;
+        let (loaded_title, chunks) = blocking(move || {
+            let loaded = quire_ingest::load(&content, media, &limits)?;
+            let chunks = chunker.chunk(&loaded, media);
+            if chunks.is_empty() {
+                return Err(quire_ingest::Error::Empty.into());
+            }
+            let texts: Vec<&str> = chunks.iter().map(|c| c.indexed_text.as_str()).collect();
+            let vectors = embedder.embed(&texts)?;
+            let chunks: Vec<NewChunk> = chunks
+                .into_iter()
+                .zip(vectors)
+                .map(|(c, vector)| NewChunk {
+                    ordinal: c.ordinal,
+                    page: c.page,
+                    start: c.start as u64,
+                    end: c.end as u64,
+                    text: c.text,
+                    indexed_text: c.indexed_text,
+                    vector,
+                })
+                .collect();
+            Ok((loaded.title, chunks))
+        })
+        .await?;
+        drop(_permit);
+
+        let new_doc = NewDocument {
+            id: doc.id,
+            content_hash: content_hash.clone(),
+            media_type: media.as_mime().to_string(),
+            title: doc.title.filter(|t| !t.trim().is_empty()).or(loaded_title),
+            bytes: size,
+        };
+        let outcome = self.index.put_document(collection, new_doc, chunks).await?;
+        let (status, version, chunks) = match outcome {
+            PutOutcome::Created { version, chunks } => (IngestStatus::Created, version, chunks),
+            PutOutcome::Replaced { version, chunks } => (IngestStatus::Replaced, version, chunks),
+            PutOutcome::Unchanged { version, chunks } => (IngestStatus::Unchanged, version, chunks),
+        };
+        debug!(collection, ?status, chunks, "document ingested");
+        Ok(IngestOutcome {
+            status,
+            version,
+            chunks,
+            content_hash,
+        })
+    }
+
+    /// Deletes documents from both stores; gone from both when this returns.
+    pub async fn delete_documents(
+        &self,
+        collection: &str,
+        ids: &[String],
+    ) -> Result<DeleteOutcome> {
+        let collection = collection_name(collection);
+        if ids.is_empty() {
+            return Err(Error::InvalidArgument("no document ids given".into()));
+        }
+        let mut out = DeleteOutcome::default();
+        for (id, existed) in self.index.delete_documents(collection, ids).await? {
+            if existed {
+                out.deleted.push(id);
+            } else {
+                out.not_found.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Hybrid retrieval: the query is embedded, dense and BM25 candidates are taken under the
+    /// same filter, and the two rankings are fused with RRF. Best hit first.
+    pub async fn retrieve(&self, query: &RetrieveQuery) -> Result<Vec<Hit>> {
+        let top_k = match query.top_k {
+            0 => self.config.default_top_k,
+            k => k,
+        };
+        if top_k > MAX_TOP_K {
+            return Err(Error::InvalidArgument(format!(
+                "top_k must be at most {MAX_TOP_K}, got {top_k}"
+            )));
+        }
+        self.hybrid(
+            &query.collection,
+            &query.query,
+            top_k,
+            &query.document_ids,
+            query.rrf_k,
+        )
+        .await
+    }
+
+    async fn hybrid(
+        &self,
+        collection: &str,
+        text: &str,
+        top_k: usize,
+        document_ids: &[String],
+        rrf_k: Option<f32>,
+    ) -> Result<Vec<Hit>> {
+        let collection = collection_name(collection);
+        if text.trim().is_empty() {
+            return Err(Error::InvalidArgument("the query is empty".into()));
+        }
+        let info = self.index.collection(collection).await?;
+        let spec = self.spec();
+        if info.embedding_model != spec.embedding_model || info.dimension != spec.dimension {
+            return Err(Error::Index(quire_index::Error::ModelMismatch {
+                collection: collection.to_string(),
+                existing_model: info.embedding_model,
+                existing_dimension: info.dimension,
+                requested_model: spec.embedding_model,
+                requested_dimension: spec.dimension,
+            }));
+        }
+        let rrf_k = rrf_k.filter(|k| *k > 0.0).unwrap_or(self.config.rrf_k);
+        if !rrf_k.is_finite() {
+            return Err(Error::InvalidArgument(
+                "rrf_k must be a finite number".into(),
+            ));
+        }
+        let embedder = self.embedder.clone();
+        let owned = text.to_string();
+        let vector = blocking(move || {
+            let mut v = embedder.embed(&[owned.as_str()])?;
+            v.pop()
+                .ok_or_else(|| Error::Internal("embedder returned no vector".into()))
+        })
+        .await?;
+        let params = RetrieveParams {
+            top_k,
+            candidates: self.config.candidates.max(top_k),
+            fusion: Fusion::Rrf { k: rrf_k },
+        };
+        let filter = Filter {
+            document_ids: document_ids.to_vec(),
+        };
+        Ok(self
+            .index
+            .retrieve(collection, text, &vector, &params, &filter)
+            .await?)
+    }
+
+    /// Answers a question from the collection, or abstains.
+    ///
+    /// Each text delta is sent to `deltas` as it is generated; when that receiver is dropped,
+    /// generation stops early. Citations in the returned answer name only sources the model
+    /// was given.
+    pub async fn ask(
+        &self,
+        query: &AskQuery,
+        deltas: Option<mpsc::Sender<String>>,
+    ) -> Result<Answer> {
+        let started = Instant::now();
+        let top_k = match query.top_k {
+            0 => self.config.ask_sources,
+            k => k,
+        };
+        if top_k > MAX_ASK_SOURCES {
+            return Err(Error::InvalidArgument(format!(
+                "top_k must be at most {MAX_ASK_SOURCES} for Ask, got {top_k}"
+            )));
+        }
+        let params = generation_params(query, self.config.max_answer_tokens)?;
+        let hits = self
+            .hybrid(
+                &query.collection,
+                &query.question,
+                top_k,
+                &query.document_ids,
+                None,
+            )
+            .await?;
+        let retrieve_time = started.elapsed();
+        let min = self.config.min_relevance;
+        let best = hits
+            .iter()
+            .filter_map(|h| h.dense_score)
+            .fold(f32::NAN, f32::max);
+        let relevant: Vec<Hit> = hits.into_iter().filter(|h| is_relevant(h, min)).collect();
+        if relevant.is_empty() {
+            let best = if best.is_nan() {
+                "no source was found".to_string()
+            } else {
+                format!("best similarity {best:.2}")
+            };
+            return Ok(Answer {
+                abstained: Some(format!(
+                    "no source scored above the relevance threshold ({best}; threshold {min:.2})"
+                )),
+                retrieve_time,
+                ..Answer::default()
+            });
+        }
+
+        let generator = self.load_generator().await?;
+        let question = query.question.clone();
+        let gen_for_task = generator.clone();
+        let (sources, blocks) =
+            blocking(move || pack_sources(&gen_for_task, relevant, params.max_tokens)).await?;
+        let messages = prompt::messages(&question, &blocks);
+        let generation = blocking(move || {
+            let mut on_token = |piece: &str| match &deltas {
+                Some(tx) => tx.blocking_send(piece.to_string()).is_ok(),
+                None => true,
+            };
+            generator
+                .generate(&messages, &params, &mut on_token)
+                .map_err(Error::from)
+        })
+        .await?;
+
+        let mut answer = Answer {
+            model: self.llm.to_string(),
+            prompt_tokens: generation.prompt_tokens,
+            completion_tokens: generation.generated_tokens,
+            retrieve_time,
+            time_to_first_token: generation.time_to_first_token,
+            generate_time: generation.total,
+            ..Answer::default()
+        };
+        answer.citations = cite(&generation.text, &sources);
+        if prompt::is_not_found(&generation.text) {
+            answer.abstained = Some("the model found no answer in the sources".into());
+        } else if answer.citations.is_empty() {
+            answer.abstained = Some("the answer cited no source that was given".into());
+        }
+        answer.text = generation.text;
+        answer.sources = sources;
+        Ok(answer)
+    }
+}
+
+/// The checked citations of an answer: the valid `[n]` markers, or, when the model wrote none,
+/// the sources that support its sentences.
+fn cite(text: &str, sources: &[Hit]) -> Vec<Citation> {
+    let markers = citations::parse_markers(text);
+    let numbers = citations::valid_sources(&markers, sources.len());
+    let (numbers, origin) = if numbers.is_empty() && !prompt::is_not_found(text) {
+        let texts: Vec<&str> = sources.iter().map(|h| h.chunk.text.as_str()).collect();
+        let found = support::attribute(text, &texts, MIN_SUPPORT);
+        (
+            found.into_iter().map(|i| i + 1).collect(),
+            CitationOrigin::Support,
+        )
+    } else {
+        (numbers, CitationOrigin::Model)
+    };
+    numbers
+        .into_iter()
+        .filter_map(|n| {
+            sources.get(n - 1).map(|hit| Citation {
+                source: n,
+                hit: hit.clone(),
+                origin,
+            })
+        })
+        .collect()
+}
+
+/// True when a hit is close enough to the question to be worth giving to the model.
+fn is_relevant(hit: &Hit, min: f32) -> bool {
+    match (hit.dense_score, hit.bm25_rank) {
+        (Some(d), _) if d >= min => true,
+        (Some(d), Some(_)) => d >= min / 2.0,
+        _ => false,
+    }
+}
+
+/// Numbers the sources and keeps as many as fit the generator's context next to the answer.
+fn pack_sources(
+    generator: &Generator,
+    hits: Vec<Hit>,
+    max_tokens: usize,
+) -> Result<(Vec<Hit>, Vec<String>)> {
+    // Room for the system prompt, the question and the chat template.
+    const RESERVED: usize = 512;
+    let budget = generator
+        .context_length()
+        .saturating_sub(max_tokens + RESERVED);
+    let (mut used, mut sources, mut blocks) = (0, Vec::new(), Vec::new());
+    for hit in hits {
+        let block = prompt::format_source(sources.len() + 1, &hit);
+        let tokens = generator.count_tokens(&block)?;
+        if used + tokens > budget {
+            break;
+        }
+        used += tokens;
+        sources.push(hit);
+        blocks.push(block);
+    }
+    Ok((sources, blocks))
+}
+
+fn generation_params(query: &AskQuery, default_max: usize) -> Result<GenerationParams> {
+    let defaults = GenerationParams::default();
+    let temperature = query.temperature.unwrap_or(0.0);
+    if !(0.0..=5.0).contains(&temperature) {
+        return Err(Error::InvalidArgument(format!(
+            "temperature must be in [0, 5], got {temperature}"
+        )));
+    }
+    if let Some(p) = query.top_p
+        && !(p > 0.0 && p <= 1.0)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "top_p must be in (0, 1], got {p}"
+        )));
+    }
+    let max_tokens = query.max_tokens.unwrap_or(default_max);
+    if max_tokens == 0 || max_tokens > 4096 {
+        return Err(Error::InvalidArgument(format!(
+            "max_tokens must be in 1..=4096, got {max_tokens}"
+        )));
+    }
+    Ok(GenerationParams {
+        max_tokens,
+        temperature,
+        top_p: query.top_p,
+        seed: query.seed.unwrap_or(defaults.seed),
+    })
+}
+
+fn collection_name(name: &str) -> &str {
+    if name.is_empty() {
+        DEFAULT_COLLECTION
+    } else {
+        name
+    }
+}
+
+fn validate_document_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_DOCUMENT_ID_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "document id must be 1 to {MAX_DOCUMENT_ID_BYTES} bytes, got {}",
+            id.len()
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(
+            "document id contains control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs CPU-bound work off the async runtime.
+async fn blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("worker task failed: {e}")))?
+}

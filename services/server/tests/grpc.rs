@@ -1,0 +1,396 @@
+//! End-to-end behaviour over gRPC: the real server, the embedded stores and the real small models.
+
+mod common;
+
+use common::{TestServer, corpus, doc, ingest_corpus, retrieve};
+use quire_proto::v1 as pb;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrieve_ranks_the_right_document_first_for_pdf_markdown_and_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    ingest_corpus(&mut server.ingest_client().await).await;
+    let mut query = server.query_client().await;
+
+    for (question, expected) in [
+        (
+            "How much heather honey did the hives produce?",
+            "beekeeping.pdf",
+        ),
+        (
+            "When did the volcano last erupt and which village was buried?",
+            "volcano.md",
+        ),
+        ("Who won the chess tournament in 2019?", "chess.txt"),
+    ] {
+        let hits = retrieve(&mut query, question).await;
+        assert!(!hits.is_empty(), "{question}: no hits");
+        assert_eq!(hits[0].document_id, expected, "{question}: {hits:#?}");
+        let top = &hits[0];
+        assert!(
+            top.dense_score.is_some() && top.bm25_score.is_some(),
+            "{top:?}"
+        );
+        assert!(
+            hits.windows(2)
+                .all(|w| w[0].fused_score >= w[1].fused_score)
+        );
+    }
+
+    // The PDF's hit carries the page that holds the fact, and its span quotes the chunk.
+    let hits = retrieve(&mut query, "swarm control queen cells").await;
+    let pdf_hit = hits
+        .iter()
+        .find(|h| h.document_id == "beekeeping.pdf")
+        .expect("pdf hit");
+    assert!(pdf_hit.text.contains("queen cells"), "{pdf_hit:?}");
+    assert!(pdf_hit.page >= 1);
+    let span = pdf_hit.span.unwrap();
+    assert_eq!((span.end - span.start) as usize, pdf_hit.text.len());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_cites_the_document_that_holds_the_fact() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    ingest_corpus(&mut server.ingest_client().await).await;
+    let mut query = server.query_client().await;
+
+    let request = pb::AskRequest {
+        collection: "test".into(),
+        question: "Who won the Halvard Open chess tournament in 2019?".into(),
+        top_k: 3,
+        filter: None,
+        generation: Some(pb::GenerationOptions {
+            max_tokens: Some(64),
+            seed: Some(7),
+            ..Default::default()
+        }),
+    };
+    let answer = query.ask(request.clone()).await.unwrap().into_inner();
+    let origins: Vec<_> = answer
+        .citations
+        .iter()
+        .map(|c| (c.source, c.origin().as_str_name()))
+        .collect();
+    eprintln!(
+        "answer: {:?}\ncitations: {origins:?}\nusage: {:?}",
+        answer.answer, answer.usage
+    );
+    assert!(
+        !answer.abstained,
+        "abstained: {} / {:?}",
+        answer.abstain_reason, answer.answer
+    );
+    assert!(answer.answer.contains("Brenner"), "{:?}", answer.answer);
+    assert!(!answer.citations.is_empty(), "{answer:#?}");
+    for c in &answer.citations {
+        let source = &answer.sources[c.source as usize - 1];
+        assert_eq!(c.chunk_id, source.chunk_id);
+        assert_eq!(c.quote, source.text);
+    }
+    assert!(
+        answer
+            .citations
+            .iter()
+            .any(|c| c.document_id == "chess.txt" && c.quote.contains("Ilse Brenner")),
+        "{answer:#?}"
+    );
+    let usage = answer.usage.unwrap();
+    assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0);
+
+    // Streaming gives the same answer: deltas concatenate to the final text.
+    let mut events = query.ask_stream(request).await.unwrap().into_inner();
+    let (mut streamed, mut last) = (String::new(), None);
+    while let Some(ev) = events.message().await.unwrap() {
+        match ev.event.unwrap() {
+            pb::ask_stream_event::Event::Delta(d) => streamed.push_str(&d),
+            pb::ask_stream_event::Event::Final(f) => last = Some(f),
+        }
+    }
+    let last = last.expect("final event");
+    assert_eq!(streamed, last.answer);
+    assert_eq!(last.answer, answer.answer, "same seed, same answer");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_abstains_when_nothing_relevant_is_retrieved() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    ingest_corpus(&mut server.ingest_client().await).await;
+    let answer = server
+        .query_client()
+        .await
+        .ask(pb::AskRequest {
+            collection: "test".into(),
+            question: "What is the recommended tyre pressure for a racing bicycle?".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.abstained, "{answer:#?}");
+    assert!(
+        answer.abstain_reason.contains("threshold"),
+        "{}",
+        answer.abstain_reason
+    );
+    assert!(answer.citations.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reingest_is_unchanged_and_delete_removes_from_both_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut ingest = server.ingest_client().await;
+    ingest_corpus(&mut ingest).await;
+
+    let again = ingest
+        .ingest_document(corpus().remove(2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.status, pb::document_result::Status::Unchanged as i32);
+    assert_eq!(again.version, 1);
+
+    let changed = doc(
+        "chess.txt",
+        "text/plain",
+        "The Halvard Open moved to April in 2024.",
+    );
+    let replaced = ingest.ingest_document(changed).await.unwrap().into_inner();
+    assert_eq!(
+        replaced.status,
+        pb::document_result::Status::Replaced as i32
+    );
+    assert_eq!(replaced.version, 2);
+
+    let (vectors, lexical) = server
+        .engine
+        .index()
+        .chunk_counts("test", "chess.txt")
+        .await
+        .unwrap();
+    assert!(vectors >= 1 && vectors == lexical, "{vectors} vs {lexical}");
+
+    let deleted = ingest
+        .delete_documents(pb::DeleteDocumentsRequest {
+            collection: "test".into(),
+            document_ids: vec!["chess.txt".into(), "never-ingested".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.deleted, vec!["chess.txt".to_string()]);
+    assert_eq!(deleted.not_found, vec!["never-ingested".to_string()]);
+    let counts = server
+        .engine
+        .index()
+        .chunk_counts("test", "chess.txt")
+        .await
+        .unwrap();
+    assert_eq!(counts, (0, 0), "chunks left after delete");
+
+    let hits = retrieve(
+        &mut server.query_client().await,
+        "Halvard Open chess tournament",
+    )
+    .await;
+    assert!(
+        hits.iter().all(|h| h.document_id != "chess.txt"),
+        "{hits:#?}"
+    );
+    let listed = ingest
+        .list_documents(pb::ListDocumentsRequest {
+            collection: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<_> = listed.documents.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, vec!["beekeeping.pdf", "volcano.md"]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_survive_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    ingest_corpus(&mut server.ingest_client().await).await;
+    server.stop().await;
+
+    let server = TestServer::start(dir.path()).await;
+    let mut query = server.query_client().await;
+    let hits = retrieve(&mut query, "heather honey harvest").await;
+    assert_eq!(hits[0].document_id, "beekeeping.pdf", "{hits:#?}");
+    let hits = retrieve(&mut query, "stratovolcano eruption").await;
+    assert_eq!(hits[0].document_id, "volcano.md", "{hits:#?}");
+    let collections = server
+        .ingest_client()
+        .await
+        .list_collections(pb::ListCollectionsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .collections;
+    assert_eq!(collections.len(), 1);
+    assert_eq!(collections[0].document_count, 3);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_invalid_argument_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut ingest = server.ingest_client().await;
+    let pdf = quire_ingest::testing::pdf_with_pages(&["A page of text that will be cut short."]);
+    let cases = [
+        (doc("empty.txt", "text/plain", ""), "empty"),
+        (doc("blank.md", "text/markdown", "  \n\n  "), "empty"),
+        (
+            doc("odd.bin", "application/x-unknown", "hello"),
+            "media type",
+        ),
+        (
+            doc("cut.pdf", "application/pdf", pdf[..pdf.len() / 2].to_vec()),
+            "pdf",
+        ),
+        (
+            doc("latin1.txt", "text/plain", b"caf\xe9 cr\xe8me".to_vec()),
+            "utf-8",
+        ),
+        (doc("", "text/plain", "no id"), "document id"),
+    ];
+    for (req, reason) in cases {
+        let id = req.document.as_ref().unwrap().id.clone();
+        let err = ingest.ingest_document(req).await.expect_err(&id);
+        assert_eq!(err.code(), Code::InvalidArgument, "{id}: {err:?}");
+        assert!(
+            err.message().to_lowercase().contains(reason),
+            "{id}: {}",
+            err.message()
+        );
+    }
+
+    // One bad document in a stream fails alone; the others go in and keep their order.
+    let requests = vec![
+        corpus().remove(1),
+        doc(
+            "broken.pdf",
+            "application/pdf",
+            b"%PDF-1.7 garbage".to_vec(),
+        ),
+        corpus().remove(2),
+    ];
+    let results: Vec<pb::DocumentResult> = {
+        let mut stream = ingest
+            .ingest_stream(tokio_stream::iter(requests))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(r) = stream.message().await.unwrap() {
+            out.push(r);
+        }
+        out
+    };
+    let statuses: Vec<_> = results
+        .iter()
+        .map(|r| (r.document_id.as_str(), r.status, r.sequence))
+        .collect();
+    use pb::document_result::Status as S;
+    assert_eq!(
+        statuses,
+        vec![
+            ("volcano.md", S::Created as i32, 0),
+            ("broken.pdf", S::Failed as i32, 1),
+            ("chess.txt", S::Created as i32, 2)
+        ]
+    );
+    assert_eq!(results[1].error.as_ref().unwrap().code, "corrupt_pdf");
+
+    let err = server
+        .query_client()
+        .await
+        .retrieve(pb::RetrieveRequest {
+            collection: "test".into(),
+            query: "   ".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = server
+        .query_client()
+        .await
+        .retrieve(pb::RetrieveRequest {
+            collection: "no-such-collection".into(),
+            query: "anything".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    let hits = retrieve(&mut server.query_client().await, "chess tournament winner").await;
+    assert_eq!(hits[0].document_id, "chess.txt");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_list_the_services() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let channel = tonic::transport::Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["quire.v1.IngestService", "quire.v1.QueryService"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service}");
+    }
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection response: {response:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for expected in [
+        "quire.v1.IngestService",
+        "quire.v1.QueryService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.contains(&expected), "{names:?}");
+    }
+    server.stop().await;
+}
