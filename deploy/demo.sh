@@ -15,7 +15,8 @@ port="${QUIRE_DEMO_PORT:-50151}"
 data_dir="$(mktemp -d "${TMPDIR:-/tmp}/quire-demo.XXXXXX")"
 log="$data_dir/server.log"
 
-cargo build --locked --workspace
+# --all-targets: the demo and the tests then share one build (one feature set), so neither rebuilds.
+cargo build --locked --workspace --all-targets
 bin=target/debug/quire
 "$bin" models fetch --llm "$QUIRE_LLM"
 

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 export QUIRE_MODEL_DIR="${QUIRE_MODEL_DIR:-$HOME/.cache/quire/models}"
 export QUIRE_TEST_LLM="${QUIRE_TEST_LLM:-smollm2-135m}"
 
-cargo build --locked --workspace
+# --all-targets: the demo and the tests then share one build (one feature set), so neither rebuilds.
+cargo build --locked --workspace --all-targets
 # Downloads only what is missing from the cache.
 target/debug/quire models fetch --model-dir "$QUIRE_MODEL_DIR" --llm "$QUIRE_TEST_LLM"
 if [ -z "${QDRANT_URL:-}" ]; then
