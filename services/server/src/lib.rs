@@ -94,16 +94,20 @@ fn incoming(doc: Option<pb::Document>) -> IncomingDocument {
     }
 }
 
-async fn ingest_one(
+/// Runs one ingest request; returns the document id, the server-side milliseconds and the outcome.
+async fn run_ingest(
     engine: &Engine,
     req: pb::IngestDocumentRequest,
-    sequence: u64,
-) -> pb::DocumentResult {
+) -> (
+    String,
+    u64,
+    quire_engine::Result<quire_engine::IngestOutcome>,
+) {
     let started = Instant::now();
     let doc = incoming(req.document);
     let id = doc.id.clone();
     let result = engine.ingest(&req.collection, doc).await;
-    convert::document_result(id, sequence, started.elapsed().as_millis() as u64, result)
+    (id, started.elapsed().as_millis() as u64, result)
 }
 
 #[tonic::async_trait]
@@ -149,19 +153,12 @@ impl IngestService for IngestApi {
         &self,
         request: Request<pb::IngestDocumentRequest>,
     ) -> Result<Response<pb::DocumentResult>, Status> {
-        let req = request.into_inner();
-        let started = Instant::now();
-        let doc = incoming(req.document);
-        let id = doc.id.clone();
-        let outcome = self
-            .engine
-            .ingest(&req.collection, doc)
-            .await
-            .map_err(|e| status(&e))?;
+        let (id, took_ms, result) = run_ingest(&self.engine, request.into_inner()).await;
+        let outcome = result.map_err(|e| status(&e))?;
         Ok(Response::new(convert::document_result(
             id,
             0,
-            started.elapsed().as_millis() as u64,
+            took_ms,
             Ok(outcome),
         )))
     }
@@ -181,7 +178,15 @@ impl IngestService for IngestApi {
                 let engine = engine.clone();
                 async move {
                     match item {
-                        Ok(req) => Ok(ingest_one(&engine, req, sequence as u64).await),
+                        Ok(req) => {
+                            let (id, took_ms, result) = run_ingest(&engine, req).await;
+                            Ok(convert::document_result(
+                                id,
+                                sequence as u64,
+                                took_ms,
+                                result,
+                            ))
+                        }
                         Err(e) => Err(e),
                     }
                 }
