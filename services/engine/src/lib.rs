@@ -17,9 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quire_index::{
-    CollectionInfo, CollectionSpec, DocumentInfo, Filter, Fusion, Hit, Index, NewChunk,
-    NewDocument, PutOutcome, RetrieveParams,
+    CollectionInfo, CollectionSpec, DocumentInfo, Fusion, Hit, Index, NewChunk, NewDocument,
+    PutOutcome, RetrieveParams,
 };
+pub use quire_index::{Filter, MetaCondition, MetaValue, Metadata};
 use quire_ingest::{Chunker, ChunkerConfig, Limits, MediaType};
 use quire_models::{Embedder, GenerationParams, Generator, LlmChoice};
 use sha2::{Digest, Sha256};
@@ -48,6 +49,8 @@ pub struct IncomingDocument {
     pub content: Vec<u8>,
     /// Title to store; `None` uses the one found in the document.
     pub title: Option<String>,
+    /// Stored with the document and every chunk; filters test it.
+    pub metadata: Metadata,
 }
 
 /// What ingesting one document did.
@@ -93,7 +96,7 @@ pub struct RetrieveQuery {
     /// Hits wanted; 0 means the configured default.
     pub top_k: usize,
     /// Restriction applied to both retrievers.
-    pub document_ids: Vec<String>,
+    pub filter: Filter,
     /// RRF constant; `None` means the configured default.
     pub rrf_k: Option<f32>,
 }
@@ -108,7 +111,7 @@ pub struct AskQuery {
     /// Sources to give the model; 0 means the configured default.
     pub top_k: usize,
     /// Restriction applied to retrieval.
-    pub document_ids: Vec<String>,
+    pub filter: Filter,
     /// Most tokens to generate; `None` means the configured default.
     pub max_tokens: Option<usize>,
     /// Sampling temperature; `None` means greedy.
@@ -297,6 +300,7 @@ impl Engine {
     pub async fn ingest(&self, collection: &str, doc: IncomingDocument) -> Result<IngestOutcome> {
         let collection = collection_name(collection);
         validate_document_id(&doc.id)?;
+        quire_index::metadata::validate_metadata(&doc.metadata)?;
         let media: MediaType = doc.media_type.parse()?;
         if doc.content.len() > self.limits.max_bytes {
             return Err(quire_ingest::Error::TooLarge {
@@ -311,6 +315,7 @@ impl Engine {
             .await?;
         if let Some(existing) = self.index.document(collection, &doc.id).await?
             && existing.content_hash == content_hash
+            && existing.metadata == doc.metadata
         {
             return Ok(IngestOutcome {
                 status: IngestStatus::Unchanged,
@@ -364,6 +369,7 @@ impl Engine {
             media_type: media.as_mime().to_string(),
             title: doc.title.filter(|t| !t.trim().is_empty()).or(loaded_title),
             bytes: size,
+            metadata: doc.metadata,
         };
         let outcome = self.index.put_document(collection, new_doc, chunks).await?;
         let (status, version, chunks) = match outcome {
@@ -417,7 +423,7 @@ impl Engine {
             &query.collection,
             &query.query,
             top_k,
-            &query.document_ids,
+            &query.filter,
             query.rrf_k,
         )
         .await
@@ -428,7 +434,7 @@ impl Engine {
         collection: &str,
         text: &str,
         top_k: usize,
-        document_ids: &[String],
+        filter: &Filter,
         rrf_k: Option<f32>,
     ) -> Result<Vec<Hit>> {
         let collection = collection_name(collection);
@@ -465,12 +471,9 @@ impl Engine {
             candidates: self.config.candidates.max(top_k),
             fusion: Fusion::Rrf { k: rrf_k },
         };
-        let filter = Filter {
-            document_ids: document_ids.to_vec(),
-        };
         Ok(self
             .index
-            .retrieve(collection, text, &vector, &params, &filter)
+            .retrieve(collection, text, &vector, &params, filter)
             .await?)
     }
 
@@ -500,7 +503,7 @@ impl Engine {
                 &query.collection,
                 &query.question,
                 top_k,
-                &query.document_ids,
+                &query.filter,
                 None,
             )
             .await?;

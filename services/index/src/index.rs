@@ -11,10 +11,11 @@ use uuid::Uuid;
 use crate::catalog::{Catalog, CollectionRecord, DocRecord, DocState};
 use crate::error::{Error, Result, blocking};
 use crate::lexical::{LexicalChunk, LexicalIndex};
+use crate::metadata;
 use crate::vector::{EmbeddedVectorStore, VectorPoint, VectorStore};
 use crate::{
     CollectionInfo, CollectionSpec, DocumentInfo, Filter, Fusion, Hit, NewChunk, NewDocument,
-    PutOutcome, RetrieveParams, StoredChunk, chunk_id,
+    PutOutcome, RetrieveParams, StoredChunk, chunk_id, revision,
 };
 
 const CATALOG_FILE: &str = "catalog.redb";
@@ -48,11 +49,7 @@ fn now_unix() -> i64 {
 }
 
 fn validate_name(name: &str) -> Result<()> {
-    let ok = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
+    if crate::is_plain_name(name, 64) {
         Ok(())
     } else {
         Err(Error::InvalidName(name.to_string()))
@@ -77,6 +74,7 @@ fn document_info(id: String, r: &DocRecord) -> DocumentInfo {
         chunk_count: r.chunk_count,
         bytes: r.bytes,
         updated_at_unix: r.updated_at,
+        metadata: metadata::from_json(&r.metadata),
     }
 }
 
@@ -460,6 +458,8 @@ impl Index {
         if doc.id.is_empty() {
             return Err(Error::InvalidArgument("document id is empty".into()));
         }
+        metadata::validate_metadata(&doc.metadata)?;
+        let meta_json = metadata::to_json(&doc.metadata);
         let expected = coll.record.dimension as usize;
         let mut ordinals = HashSet::with_capacity(chunks.len());
         for c in &chunks {
@@ -489,6 +489,7 @@ impl Index {
         }
         if let Some(old) = &existing
             && old.content_hash == doc.content_hash
+            && metadata::from_json(&old.metadata) == doc.metadata
         {
             return Ok(PutOutcome::Unchanged {
                 version: old.version,
@@ -497,9 +498,10 @@ impl Index {
         }
 
         let version = existing.as_ref().map_or(1, |r| r.version + 1);
+        let rev = revision(&doc.content_hash, &doc.metadata);
         let ids: Vec<Uuid> = chunks
             .iter()
-            .map(|c| chunk_id(collection, &doc.id, c.ordinal, &doc.content_hash))
+            .map(|c| chunk_id(collection, &doc.id, c.ordinal, &rev))
             .collect();
         let old_ids: Vec<Uuid> = existing
             .as_ref()
@@ -516,17 +518,14 @@ impl Index {
             state: DocState::Writing,
             bytes: doc.bytes,
             updated_at: now_unix(),
-            metadata: serde_json::Value::Null,
+            metadata: meta_json,
             previous: existing.map(Box::new),
         };
         let (c, i, w) = (collection.to_string(), doc.id.clone(), writing.clone());
         self.catalog(move |cat| cat.put_documents(&c, &[(i.as_str(), &w)]))
             .await?;
 
-        if let Err(err) = self
-            .write_chunks(&coll, &doc.id, &ids, &old_ids, chunks)
-            .await
-        {
+        if let Err(err) = self.write_chunks(&coll, &doc, &ids, &old_ids, chunks).await {
             tracing::error!(collection, document = %doc.id, error = %err,
                 "document write failed; rolling back");
             if let Err(rollback_err) = self.recover_document(&coll, &doc.id, writing).await {
@@ -561,11 +560,12 @@ impl Index {
     async fn write_chunks(
         &self,
         coll: &Collection,
-        document_id: &str,
+        doc: &NewDocument,
         ids: &[Uuid],
         old_ids: &[Uuid],
         chunks: Vec<NewChunk>,
     ) -> Result<()> {
+        let document_id = doc.id.as_str();
         let mut points = Vec::with_capacity(chunks.len());
         let mut lex = Vec::with_capacity(chunks.len());
         for (c, id) in chunks.into_iter().zip(ids) {
@@ -579,15 +579,19 @@ impl Index {
                 vector: c.vector,
                 document_id: document_id.to_string(),
                 payload,
+                metadata: doc.metadata.clone(),
             });
             lex.push(LexicalChunk {
-                id: *id,
-                document_id: document_id.to_string(),
-                ordinal: c.ordinal,
-                page: c.page,
-                start: c.start,
-                end: c.end,
-                text: c.text,
+                chunk: StoredChunk {
+                    id: *id,
+                    document_id: document_id.to_string(),
+                    ordinal: c.ordinal,
+                    page: c.page,
+                    start: c.start,
+                    end: c.end,
+                    text: c.text,
+                    metadata: doc.metadata.clone(),
+                },
                 indexed_text: c.indexed_text,
             });
         }
@@ -672,6 +676,7 @@ impl Index {
         filter: &Filter,
     ) -> Result<Vec<Hit>> {
         let coll = self.get(collection).await?;
+        metadata::validate_conditions(&filter.metadata)?;
         let expected = coll.record.dimension as usize;
         if !query_vector.is_empty() && query_vector.len() != expected {
             return Err(Error::DimensionMismatch {
@@ -850,6 +855,7 @@ mod tests {
                 start: 0,
                 end: 0,
                 text: String::new(),
+                metadata: Default::default(),
             },
         )
     }
@@ -905,6 +911,7 @@ mod tests {
             media_type: "text/plain".into(),
             title: None,
             bytes: 1,
+            metadata: Default::default(),
         }
     }
 
@@ -938,19 +945,23 @@ mod tests {
                 vector: vec![0.0, 1.0],
                 document_id: id.into(),
                 payload: Default::default(),
+                metadata: Default::default(),
             })
             .collect();
         index.vectors.upsert("c", points).await.unwrap();
         index.vectors.flush("c").await.unwrap();
         coll.lexical
             .add_chunks(&[LexicalChunk {
-                id: ids[0],
-                document_id: id.into(),
-                ordinal: 0,
-                page: None,
-                start: 0,
-                end: 1,
-                text: texts[0].into(),
+                chunk: StoredChunk {
+                    id: ids[0],
+                    document_id: id.into(),
+                    ordinal: 0,
+                    page: None,
+                    start: 0,
+                    end: 1,
+                    text: texts[0].into(),
+                    metadata: Default::default(),
+                },
                 indexed_text: texts[0].into(),
             }])
             .unwrap();

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use tantivy::collector::{Count, DocSetCollector, TopDocs};
-use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery, TermSetQuery};
+use tantivy::query::{
+    BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery,
+};
 use tantivy::schema::{
     Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
@@ -22,6 +24,7 @@ use tantivy::{
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::metadata::{self, TermMatch};
 use crate::{Filter, StoredChunk};
 
 /// Name under which the English stemming analyzer is registered.
@@ -57,6 +60,10 @@ struct Fields {
     end: Field,
     text: Field,
     indexed_text: Field,
+    /// Exact metadata terms (see [`metadata::index_terms`]), for filters.
+    meta: Field,
+    /// The metadata as JSON, returned with hits.
+    meta_json: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -75,6 +82,8 @@ fn schema() -> (Schema, Fields) {
         end: b.add_u64_field("end", STORED),
         text: b.add_text_field("text", STORED),
         indexed_text: b.add_text_field("indexed_text", indexed),
+        meta: b.add_text_field("meta", STRING),
+        meta_json: b.add_text_field("meta_json", STORED),
     };
     (b.build(), fields)
 }
@@ -82,15 +91,9 @@ fn schema() -> (Schema, Fields) {
 /// A chunk as written to the lexical index.
 #[derive(Debug, Clone)]
 pub struct LexicalChunk {
-    pub id: Uuid,
-    pub document_id: String,
-    pub ordinal: u32,
-    pub page: Option<u32>,
-    pub start: u64,
-    pub end: u64,
-    /// The original text, returned to callers and quoted in citations.
-    pub text: String,
-    /// The text that is analysed and scored by BM25 (may add a title, etc.).
+    /// Stored fields, returned with hits; `chunk.text` is quoted in citations.
+    pub chunk: StoredChunk,
+    /// The text that is analysed and scored by BM25 (may add a heading path, etc.).
     pub indexed_text: String,
 }
 
@@ -147,7 +150,11 @@ impl LexicalIndex {
     pub fn add_chunks(&self, chunks: &[LexicalChunk]) -> Result<()> {
         let f = self.fields;
         self.with_writer(|w| {
-            for c in chunks {
+            for LexicalChunk {
+                chunk: c,
+                indexed_text,
+            } in chunks
+            {
                 let mut doc = TantivyDocument::default();
                 doc.add_text(f.chunk_id, c.id.to_string());
                 doc.add_text(f.document_id, &c.document_id);
@@ -158,7 +165,13 @@ impl LexicalIndex {
                 doc.add_u64(f.start, c.start);
                 doc.add_u64(f.end, c.end);
                 doc.add_text(f.text, &c.text);
-                doc.add_text(f.indexed_text, &c.indexed_text);
+                doc.add_text(f.indexed_text, indexed_text);
+                if !c.metadata.is_empty() {
+                    for term in metadata::index_terms(&c.metadata) {
+                        doc.add_text(f.meta, term);
+                    }
+                    doc.add_text(f.meta_json, metadata::to_json(&c.metadata).to_string());
+                }
                 w.add_document(doc).map_err(lex_err)?;
             }
             Ok(())
@@ -253,23 +266,13 @@ impl LexicalIndex {
                 })
                 .collect(),
         ));
-        let query: Box<dyn Query> = if filter.document_ids.is_empty() {
-            text_query
-        } else {
-            let ids = TermSetQuery::new(
-                filter
-                    .document_ids
-                    .iter()
-                    .map(|id| Term::from_field_text(self.fields.document_id, id)),
-            );
+        let query: Box<dyn Query> = match self.filter_query(filter) {
+            None => text_query,
             // A zero-score required clause restricts the hits without changing BM25 scores.
-            Box::new(BooleanQuery::new(vec![
+            Some(restrict) => Box::new(BooleanQuery::new(vec![
                 (Occur::Must, text_query),
-                (
-                    Occur::Must,
-                    Box::new(ConstScoreQuery::new(Box::new(ids), 0.0)),
-                ),
-            ]))
+                (Occur::Must, Box::new(ConstScoreQuery::new(restrict, 0.0))),
+            ])),
         };
         let searcher = self.reader.searcher();
         let top = searcher
@@ -278,6 +281,37 @@ impl LexicalIndex {
         top.into_iter()
             .map(|(score, addr)| Ok((self.load(&searcher, addr)?, score)))
             .collect()
+    }
+
+    /// A query matching exactly the chunks that pass `filter`; `None` when it restricts nothing.
+    fn filter_query(&self, filter: &Filter) -> Option<Box<dyn Query>> {
+        let mut parts: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        if !filter.document_ids.is_empty() {
+            let ids = TermSetQuery::new(
+                filter
+                    .document_ids
+                    .iter()
+                    .map(|id| Term::from_field_text(self.fields.document_id, id)),
+            );
+            parts.push((Occur::Must, Box::new(ids)));
+        }
+        let field = self.fields.meta;
+        let term = |t: &String| Term::from_field_text(field, t);
+        for condition in &filter.metadata {
+            let q: Box<dyn Query> = match metadata::term_match(condition) {
+                TermMatch::Any(terms) => Box::new(TermSetQuery::new(terms.iter().map(term))),
+                TermMatch::Range(lo, hi) => Box::new(RangeQuery::new(
+                    lo.as_ref().map(term),
+                    hi.as_ref().map(term),
+                )),
+            };
+            parts.push((Occur::Must, q));
+        }
+        match parts.len() {
+            0 => None,
+            1 => parts.pop().map(|(_, q)| q),
+            _ => Some(Box::new(BooleanQuery::new(parts))),
+        }
     }
 
     /// The committed chunks with these ids, in no particular order; unknown ids are skipped.
@@ -319,6 +353,9 @@ impl LexicalIndex {
             start: num(f.start).unwrap_or_default(),
             end: num(f.end).unwrap_or_default(),
             text: text(f.text).unwrap_or_default(),
+            metadata: text(f.meta_json)
+                .and_then(|j| serde_json::from_str(&j).ok())
+                .unwrap_or_default(),
         })
     }
 

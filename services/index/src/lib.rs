@@ -25,12 +25,14 @@ pub mod catalog;
 mod error;
 mod index;
 pub mod lexical;
+pub mod metadata;
 pub mod vector;
 
 pub use catalog::{Catalog, CollectionRecord, DocRecord, DocState};
 pub use error::{Error, Result};
 pub use index::Index;
 pub use lexical::{ENGLISH_ANALYZER, LexicalChunk, LexicalIndex, english_analyzer};
+pub use metadata::{MetaCondition, MetaValue, Metadata};
 pub use vector::{DOCUMENT_ID_KEY, EmbeddedVectorStore, VectorPoint, VectorStore};
 
 use uuid::Uuid;
@@ -39,16 +41,35 @@ use uuid::Uuid;
 const CHUNK_NAMESPACE: Uuid = Uuid::from_u128(0x6b2f_5f3e_8d0c_4c1e_9a57_3f1d_2c44_b7a1);
 
 /// Deterministic id of a chunk: UUIDv5 over the length-prefixed collection, document id,
-/// ordinal and content hash. The same inputs always give the same id; different inputs
-/// cannot collide by concatenation.
-pub fn chunk_id(collection: &str, document_id: &str, ordinal: u32, content_hash: &str) -> Uuid {
+/// ordinal and revision (the content hash, plus the metadata when there is any, see
+/// [`revision`]). The same inputs always give the same id; different inputs cannot collide
+/// by concatenation.
+pub fn chunk_id(collection: &str, document_id: &str, ordinal: u32, revision: &str) -> Uuid {
     let name = format!(
-        "{}:{collection}|{}:{document_id}|{ordinal}|{}:{content_hash}",
+        "{}:{collection}|{}:{document_id}|{ordinal}|{}:{revision}",
         collection.len(),
         document_id.len(),
-        content_hash.len()
+        revision.len()
     );
     Uuid::new_v5(&CHUNK_NAMESPACE, name.as_bytes())
+}
+
+/// What a document version's chunk ids derive from: its content hash, and its metadata
+/// when it has any, so that a metadata change writes new chunks rather than rewriting
+/// visible ones in place.
+pub fn revision(content_hash: &str, metadata: &Metadata) -> String {
+    if metadata.is_empty() {
+        content_hash.to_string()
+    } else {
+        format!("{content_hash}|{}", metadata::to_json(metadata))
+    }
+}
+
+/// True for 1 to `max` bytes of `[A-Za-z0-9_-]`: collection names and metadata keys.
+pub(crate) fn is_plain_name(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// What a collection is created for.
@@ -89,17 +110,19 @@ pub struct NewChunk {
 }
 
 /// A document to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewDocument {
     pub id: String,
     pub content_hash: String,
     pub media_type: String,
     pub title: Option<String>,
     pub bytes: u64,
+    /// Stored with the document and every chunk; filters test it.
+    pub metadata: Metadata,
 }
 
 /// A document's committed version as recorded in the catalog.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DocumentInfo {
     pub id: String,
     pub content_hash: String,
@@ -109,6 +132,7 @@ pub struct DocumentInfo {
     pub chunk_count: u32,
     pub bytes: u64,
     pub updated_at_unix: i64,
+    pub metadata: Metadata,
 }
 
 /// Result of [`Index::put_document`].
@@ -123,7 +147,7 @@ pub enum PutOutcome {
 }
 
 /// A chunk as stored, returned with hits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredChunk {
     pub id: Uuid,
     pub document_id: String,
@@ -132,6 +156,8 @@ pub struct StoredChunk {
     pub start: u64,
     pub end: u64,
     pub text: String,
+    /// The document's metadata.
+    pub metadata: Metadata,
 }
 
 /// One fused retrieval result. Ranks are 1-based; a retriever that did not return the
@@ -147,11 +173,21 @@ pub struct Hit {
     pub fused_score: f32,
 }
 
-/// Restricts retrieval; the same filter applies to both retrievers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Restricts retrieval; the same filter applies to both retrievers. A chunk passes when
+/// every part passes.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
     /// Only chunks of these documents; empty means all documents.
     pub document_ids: Vec<String>,
+    /// Conditions on the document's metadata, all of which must hold.
+    pub metadata: Vec<MetaCondition>,
+}
+
+impl Filter {
+    /// True when the filter restricts nothing.
+    pub fn is_empty(&self) -> bool {
+        self.document_ids.is_empty() && self.metadata.is_empty()
+    }
 }
 
 /// How dense and BM25 rankings are combined.

@@ -7,15 +7,16 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use qdrant_edge::{
-    Condition, CountRequest, DEFAULT_VECTOR_NAME, Distance, EdgeConfig, EdgeShard,
-    EdgeVectorParamsBuilder, FieldCondition, Filter as EdgeFilter, JsonPath, Match, NamedQuery,
-    PointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum, QueryRequest,
-    ScoringQuery, UpdateOperation, WithPayloadInterface, WithVector,
+    CountRequest, DEFAULT_VECTOR_NAME, Distance, EdgeConfig, EdgeShard, EdgeVectorParamsBuilder,
+    Filter as EdgeFilter, NamedQuery, PointId, PointInsertOperations, PointOperations, PointStruct,
+    QueryEnum, QueryRequest, ScoringQuery, UpdateOperation, WithPayloadInterface, WithVector,
 };
+use serde_json::json;
 use uuid::Uuid;
 
-use crate::Filter;
 use crate::error::{Error, Result, blocking};
+use crate::metadata::{self, MetaCondition};
+use crate::{Filter, Metadata};
 
 /// Payload key holding the owning document's id; filters and deletes use it.
 pub const DOCUMENT_ID_KEY: &str = "document_id";
@@ -27,8 +28,10 @@ pub struct VectorPoint {
     pub vector: Vec<f32>,
     /// Stored in the payload under [`DOCUMENT_ID_KEY`].
     pub document_id: String,
-    /// Extra payload fields (must not use [`DOCUMENT_ID_KEY`]).
+    /// Extra payload fields (must not use [`DOCUMENT_ID_KEY`] or [`metadata::META_KEY`]).
     pub payload: serde_json::Map<String, serde_json::Value>,
+    /// The document's metadata, stored under [`metadata::META_KEY`] for filters.
+    pub metadata: Metadata,
 }
 
 /// Dense vector storage with cosine similarity, organised in named collections.
@@ -124,21 +127,22 @@ impl EmbeddedVectorStore {
     }
 }
 
-fn document_filter(ids: &[String]) -> Result<Option<EdgeFilter>> {
-    if ids.is_empty() {
+/// The qdrant filter for chunks of `document_ids` (all when empty) passing every metadata
+/// condition; `None` when nothing is restricted. Built in Qdrant's filter JSON, which the
+/// edge shard and a Qdrant server share.
+fn edge_filter(document_ids: &[String], meta: &[MetaCondition]) -> Result<Option<EdgeFilter>> {
+    let mut must: Vec<serde_json::Value> = meta.iter().map(metadata::qdrant_condition).collect();
+    match document_ids {
+        [] => {}
+        [one] => must.push(json!({ "key": DOCUMENT_ID_KEY, "match": { "value": one } })),
+        many => must.push(json!({ "key": DOCUMENT_ID_KEY, "match": { "any": many } })),
+    }
+    if must.is_empty() {
         return Ok(None);
     }
-    let key: JsonPath = DOCUMENT_ID_KEY
-        .parse()
-        .map_err(|()| Error::Vector(format!("invalid payload key `{DOCUMENT_ID_KEY}`")))?;
-    let m = if let [one] = ids {
-        Match::from(one.clone())
-    } else {
-        Match::from(ids.to_vec())
-    };
-    Ok(Some(EdgeFilter::new_must(Condition::Field(
-        FieldCondition::new_match(key, m),
-    ))))
+    serde_json::from_value(json!({ "must": must }))
+        .map(Some)
+        .map_err(|e| Error::Vector(format!("cannot build filter: {e}")))
 }
 
 fn point_uuid(id: &PointId) -> Option<Uuid> {
@@ -235,6 +239,9 @@ impl VectorStore for EmbeddedVectorStore {
                         DOCUMENT_ID_KEY.to_string(),
                         serde_json::Value::String(p.document_id),
                     );
+                    if !p.metadata.is_empty() {
+                        payload.insert(metadata::META_KEY.into(), metadata::to_json(&p.metadata));
+                    }
                     PointStruct::new(
                         PointId::Uuid(p.id),
                         p.vector,
@@ -264,7 +271,7 @@ impl VectorStore for EmbeddedVectorStore {
     }
 
     async fn delete_document(&self, collection: &str, document_id: &str) -> Result<()> {
-        let filter = document_filter(&[document_id.to_string()])?;
+        let filter = edge_filter(&[document_id.to_string()], &[])?;
         self.with_shard(collection, move |s| {
             let Some(filter) = filter else {
                 return Ok(());
@@ -290,7 +297,7 @@ impl VectorStore for EmbeddedVectorStore {
             query: Some(ScoringQuery::Vector(QueryEnum::Nearest(
                 NamedQuery::default_dense(vector.to_vec()),
             ))),
-            filter: document_filter(&filter.document_ids)?,
+            filter: edge_filter(&filter.document_ids, &filter.metadata)?,
             score_threshold: None,
             limit,
             offset: 0,
@@ -310,7 +317,7 @@ impl VectorStore for EmbeddedVectorStore {
 
     async fn count(&self, collection: &str, document_id: Option<&str>) -> Result<u64> {
         let filter = match document_id {
-            Some(d) => document_filter(&[d.to_string()])?,
+            Some(d) => edge_filter(&[d.to_string()], &[])?,
             None => None,
         };
         self.with_shard(collection, move |s| {

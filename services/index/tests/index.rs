@@ -21,6 +21,7 @@ fn doc(id: &str, hash: &str) -> NewDocument {
         media_type: "text/plain".into(),
         title: None,
         bytes: 100,
+        metadata: Default::default(),
     }
 }
 
@@ -64,9 +65,30 @@ async fn seed(index: &Index) {
         "Paris is the capital of France",
         [0.0, 0.0, 0.0, 1.0],
     )];
-    for (id, chunks) in [("A", a), ("B", b), ("C", c)] {
+    let meta = |lang: &str, year: f64, draft: Option<bool>| -> Metadata {
+        let mut m = Metadata::new();
+        m.insert("lang".into(), MetaValue::String(lang.into()));
+        m.insert("year".into(), MetaValue::Number(year));
+        if let Some(d) = draft {
+            m.insert("draft".into(), MetaValue::Bool(d));
+        }
+        m
+    };
+    let metas = [
+        meta("en", 2019.0, Some(false)),
+        meta("de", 2021.0, None),
+        meta("fr", 2023.5, Some(true)),
+    ];
+    for ((id, chunks), metadata) in [("A", a), ("B", b), ("C", c)].into_iter().zip(metas) {
         let out = index
-            .put_document("c", doc(id, "h1"), chunks)
+            .put_document(
+                "c",
+                NewDocument {
+                    metadata,
+                    ..doc(id, "h1")
+                },
+                chunks,
+            )
             .await
             .unwrap();
         assert!(
@@ -162,6 +184,7 @@ async fn filter_restricts_both_retrievers() {
     seed(&index).await;
     let only_a = Filter {
         document_ids: vec!["A".into()],
+        ..Filter::default()
     };
     // Without the filter, C (dense) and B (BM25) would rank first.
     let hits = index
@@ -185,6 +208,7 @@ async fn filter_restricts_both_retrievers() {
 
     let a_or_c = Filter {
         document_ids: vec!["A".into(), "C".into()],
+        ..Filter::default()
     };
     let hits = index
         .retrieve(
@@ -200,6 +224,198 @@ async fn filter_restricts_both_retrievers() {
     assert!(hits.iter().any(|h| h.chunk.document_id == "C"));
 }
 
+/// Documents whose chunks pass `conditions`, from BM25 alone, dense alone, and fused.
+async fn passing(index: &Index, conditions: Vec<MetaCondition>) -> [Vec<String>; 3] {
+    let filter = Filter {
+        metadata: conditions,
+        ..Filter::default()
+    };
+    let query = "fox ownership quantum Paris capital foxes";
+    let vector = norm([0.5, 0.5, 0.5, 0.5]);
+    let mut out = [Vec::new(), Vec::new(), Vec::new()];
+    for (i, v) in [&[][..], &vector[..], &vector[..]].into_iter().enumerate() {
+        let text = if i == 1 { "" } else { query };
+        let hits = index
+            .retrieve("c", text, v, &params(10), &filter)
+            .await
+            .unwrap();
+        let mut docs: Vec<String> = hits.into_iter().map(|h| h.chunk.document_id).collect();
+        docs.sort();
+        docs.dedup();
+        out[i] = docs;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_filters_restrict_both_retrievers_alike() {
+    use std::ops::Bound::*;
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path()).await.unwrap();
+    seed(&index).await;
+    let s = |v: &str| MetaValue::String(v.into());
+    let cases: Vec<(Vec<MetaCondition>, Vec<&str>)> = vec![
+        (vec![], vec!["A", "B", "C"]),
+        (
+            vec![MetaCondition::Equals {
+                key: "lang".into(),
+                value: s("de"),
+            }],
+            vec!["B"],
+        ),
+        (
+            vec![MetaCondition::AnyOf {
+                key: "lang".into(),
+                values: vec![s("en"), s("fr"), s("xx")],
+            }],
+            vec!["A", "C"],
+        ),
+        // Numbers compare numerically: 2021 matches the stored 2021.0.
+        (
+            vec![MetaCondition::Equals {
+                key: "year".into(),
+                value: MetaValue::Number(2021.0),
+            }],
+            vec!["B"],
+        ),
+        (
+            vec![MetaCondition::Range {
+                key: "year".into(),
+                lower: Excluded(2019.0),
+                upper: Unbounded,
+            }],
+            vec!["B", "C"],
+        ),
+        (
+            vec![MetaCondition::Range {
+                key: "year".into(),
+                lower: Included(2019.0),
+                upper: Excluded(2023.5),
+            }],
+            vec!["A", "B"],
+        ),
+        // A document without the key never passes.
+        (
+            vec![MetaCondition::Equals {
+                key: "draft".into(),
+                value: MetaValue::Bool(false),
+            }],
+            vec!["A"],
+        ),
+        // Conditions are ANDed.
+        (
+            vec![
+                MetaCondition::Range {
+                    key: "year".into(),
+                    lower: Unbounded,
+                    upper: Included(2023.5),
+                },
+                MetaCondition::Equals {
+                    key: "draft".into(),
+                    value: MetaValue::Bool(true),
+                },
+            ],
+            vec!["C"],
+        ),
+        // A string is not a number: "2021" does not match year 2021.
+        (
+            vec![MetaCondition::Equals {
+                key: "year".into(),
+                value: s("2021"),
+            }],
+            vec![],
+        ),
+    ];
+    for (conditions, want) in cases {
+        let got = passing(&index, conditions.clone()).await;
+        for (mode, docs) in ["bm25", "dense", "hybrid"].iter().zip(&got) {
+            assert_eq!(docs, &want, "{mode} under {conditions:?}");
+        }
+    }
+
+    // Hits and the catalog carry the metadata; bad conditions are refused.
+    let a = index.document("c", "A").await.unwrap().unwrap();
+    assert_eq!(a.metadata.get("lang"), Some(&s("en")));
+    let hits = index
+        .retrieve("c", "quick brown fox", &[], &params(1), &Filter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        hits[0].chunk.metadata.get("year"),
+        Some(&MetaValue::Number(2019.0))
+    );
+    let bad = Filter {
+        metadata: vec![MetaCondition::Equals {
+            key: "a.b".into(),
+            value: s("x"),
+        }],
+        ..Filter::default()
+    };
+    let err = index
+        .retrieve("c", "fox", &[], &params(1), &bad)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_metadata_alone_replaces_the_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path()).await.unwrap();
+    seed(&index).await;
+    let c = || {
+        vec![chunk(
+            0,
+            "Paris is the capital of France",
+            [0.0, 0.0, 0.0, 1.0],
+        )]
+    };
+    let same = index.document("c", "C").await.unwrap().unwrap().metadata;
+    let out = index
+        .put_document(
+            "c",
+            NewDocument {
+                metadata: same,
+                ..doc("C", "h1")
+            },
+            c(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, PutOutcome::Unchanged { version: 1, .. }),
+        "{out:?}"
+    );
+    let mut changed = Metadata::new();
+    changed.insert("lang".into(), MetaValue::String("en".into()));
+    let out = index
+        .put_document(
+            "c",
+            NewDocument {
+                metadata: changed,
+                ..doc("C", "h1")
+            },
+            c(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, PutOutcome::Replaced { version: 2, .. }),
+        "{out:?}"
+    );
+    let [bm25, dense, _] = passing(
+        &index,
+        vec![MetaCondition::Equals {
+            key: "lang".into(),
+            value: MetaValue::String("en".into()),
+        }],
+    )
+    .await;
+    assert_eq!(bm25, vec!["A", "C"]);
+    assert_eq!(dense, vec!["A", "C"]);
+    assert_eq!(index.chunk_counts("c", "C").await.unwrap(), (1, 1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replace_unchanged_and_delete() {
     let dir = tempfile::tempdir().unwrap();
@@ -207,11 +423,15 @@ async fn replace_unchanged_and_delete() {
     seed(&index).await;
     assert_eq!(index.chunk_counts("c", "B").await.unwrap(), (2, 2));
 
-    // Same hash: nothing written.
+    // Same hash and metadata: nothing written.
+    let stored = index.document("c", "B").await.unwrap().unwrap();
     let out = index
         .put_document(
             "c",
-            doc("B", "h1"),
+            NewDocument {
+                metadata: stored.metadata,
+                ..doc("B", "h1")
+            },
             vec![chunk(0, "ignored", [1.0, 0.0, 0.0, 0.0])],
         )
         .await

@@ -57,6 +57,7 @@ async fn ingest_and_query_timings() {
             media_type: "text/plain".into(),
             title: None,
             bytes: 1,
+            metadata: Default::default(),
         };
         index.put_document("p", doc, chunks).await.unwrap();
     }

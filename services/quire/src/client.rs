@@ -6,16 +6,18 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use globset::{Glob, GlobSet, GlobSetBuilder};
 use indicatif::{ProgressBar, ProgressStyle};
 use quire_ingest::MediaType;
 use quire_proto::v1 as pb;
 use quire_proto::v1::document_result::Status as DocStatus;
 use quire_proto::v1::ingest_service_client::IngestServiceClient;
 use quire_proto::v1::query_service_client::QueryServiceClient;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::BoxError;
+use crate::{BoxError, meta_args};
 
 /// Where the server is.
 #[derive(Args)]
@@ -43,9 +45,26 @@ pub struct IngestArgs {
     paths: Vec<PathBuf>,
     #[command(flatten)]
     conn: Connection,
-    /// Documents in flight at once.
+    /// Documents read ahead and in flight at once; the server bounds how many it
+    /// processes in parallel.
     #[arg(long, default_value_t = 8)]
     in_flight: usize,
+    /// Only files whose id (path relative to the directory given) matches one of these
+    /// globs, e.g. `--include '**/*.pdf'`. Repeatable. Default: every supported file.
+    #[arg(long = "include", value_name = "GLOB")]
+    include: Vec<String>,
+    /// Skip files whose id matches one of these globs, e.g. `--exclude 'drafts/**'`.
+    /// Repeatable; wins over `--include`.
+    #[arg(long = "exclude", value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Metadata stored with every document of this run, as KEY=VALUE (`true`/`false`
+    /// and numbers are typed). Repeatable.
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    meta: Vec<String>,
+    /// Send every file, even when the server already holds the same bytes and metadata
+    /// under that id (by default those are skipped without being sent).
+    #[arg(long)]
+    no_skip: bool,
     /// Exit 0 even when some documents failed.
     #[arg(long)]
     allow_failures: bool,
@@ -72,6 +91,10 @@ pub struct AskArgs {
     /// Print the answer as it is generated.
     #[arg(long)]
     stream: bool,
+    /// Only use documents whose metadata passes: KEY=VALUE, KEY=V1|V2, KEY>=N, KEY<N, ...
+    /// Repeatable; all must hold.
+    #[arg(long = "where", value_name = "CONDITION")]
+    conditions: Vec<String>,
 }
 
 #[derive(Args)]
@@ -83,6 +106,10 @@ pub struct SearchArgs {
     /// Hits to show.
     #[arg(long, default_value_t = 5)]
     top_k: u32,
+    /// Only search documents whose metadata passes: KEY=VALUE, KEY=V1|V2, KEY>=N, ...
+    /// Repeatable; all must hold.
+    #[arg(long = "where", value_name = "CONDITION")]
+    conditions: Vec<String>,
 }
 
 /// A file to send, with its id (path relative to the root it was found under).
@@ -92,7 +119,24 @@ struct FileJob {
     media: MediaType,
 }
 
-fn collect_files(roots: &[PathBuf]) -> Result<(Vec<FileJob>, Vec<PathBuf>), BoxError> {
+fn glob_set(patterns: &[String], flag: &str) -> Result<Option<GlobSet>, BoxError> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        b.add(Glob::new(p).map_err(|e| format!("{flag} `{p}`: {e}"))?);
+    }
+    Ok(Some(b.build()?))
+}
+
+/// Files under `roots` to ingest, in a stable order, and those skipped for an unknown type.
+/// Ids are paths relative to the directory given (or the file name for a file given).
+fn collect_files(
+    roots: &[PathBuf],
+    include: Option<&GlobSet>,
+    exclude: Option<&GlobSet>,
+) -> Result<(Vec<FileJob>, Vec<PathBuf>), BoxError> {
     let (mut jobs, mut skipped) = (Vec::new(), Vec::new());
     for root in roots {
         if !root.exists() {
@@ -109,15 +153,17 @@ fn collect_files(roots: &[PathBuf]) -> Result<(Vec<FileJob>, Vec<PathBuf>), BoxE
                 continue;
             }
             let path = entry.into_path();
+            let id = path
+                .strip_prefix(base)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            if include.is_some_and(|g| !g.is_match(&id)) || exclude.is_some_and(|g| g.is_match(&id))
+            {
+                continue;
+            }
             match MediaType::from_path(&path) {
-                Some(media) => {
-                    let rel = path.strip_prefix(base).unwrap_or(&path);
-                    jobs.push(FileJob {
-                        id: rel.to_string_lossy().into_owned(),
-                        path,
-                        media,
-                    });
-                }
+                Some(media) => jobs.push(FileJob { id, path, media }),
                 None => skipped.push(path),
             }
         }
@@ -125,27 +171,85 @@ fn collect_files(roots: &[PathBuf]) -> Result<(Vec<FileJob>, Vec<PathBuf>), BoxE
     Ok((jobs, skipped))
 }
 
-/// Streams every file under `args.paths` to the server and prints a summary.
+type Meta = std::collections::HashMap<String, pb::MetadataValue>;
+
+/// What the server holds: content hash and metadata by document id (empty if the
+/// collection does not exist yet).
+async fn stored_documents(
+    client: &mut IngestServiceClient<tonic::transport::Channel>,
+    collection: &str,
+) -> Result<std::collections::HashMap<String, (String, Meta)>, BoxError> {
+    let req = pb::ListDocumentsRequest {
+        collection: collection.to_string(),
+    };
+    match client.list_documents(req).await {
+        Ok(r) => Ok(r
+            .into_inner()
+            .documents
+            .into_iter()
+            .map(|d| (d.id, (d.content_hash, d.metadata)))
+            .collect()),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(Default::default()),
+        Err(s) => Err(s.into()),
+    }
+}
+
+/// Outcomes decided by the client without a server result.
+#[derive(Default)]
+struct LocalOutcomes {
+    /// Same bytes and metadata already stored: not sent.
+    skipped_same_hash: u64,
+    /// Files that could not be read: (id, message).
+    unreadable: Vec<(String, String)>,
+}
+
+/// Streams every file under `args.paths` to the server and prints a summary table.
 ///
-/// Exits non-zero when any document failed, unless `--allow-failures`.
+/// Files whose bytes and metadata match what the server holds are skipped unsent, so an
+/// interrupted job can be rerun and resumes where it stopped. Exits non-zero when any
+/// document failed, unless `--allow-failures`.
 pub async fn ingest(configured: &str, args: IngestArgs) -> Result<ExitCode, BoxError> {
-    let (jobs, skipped) = collect_files(&args.paths)?;
+    let include = glob_set(&args.include, "--include")?;
+    let exclude = glob_set(&args.exclude, "--exclude")?;
+    let meta = meta_args::metadata(&args.meta)?;
+    let (jobs, skipped) = collect_files(&args.paths, include.as_ref(), exclude.as_ref())?;
     let mut client = IngestServiceClient::connect(args.conn.endpoint(configured))
         .await?
         .max_encoding_message_size(usize::MAX);
-    let bar = ProgressBar::new(jobs.len() as u64);
+    let stored = if args.no_skip {
+        Default::default()
+    } else {
+        stored_documents(&mut client, &args.conn.collection).await?
+    };
+    let total = jobs.len();
+    let bar = ProgressBar::new(total as u64);
     bar.set_style(ProgressStyle::with_template(
         "{bar:30} {pos}/{len} docs  {per_sec}  {msg}  [{elapsed_precise}]",
     )?);
     let (tx, rx) = mpsc::channel(args.in_flight.max(1));
     let collection = args.conn.collection.clone();
-    let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    let sender_bar = bar.clone();
     let sender = tokio::spawn(async move {
+        let mut local = LocalOutcomes::default();
         for job in jobs {
             let content = match tokio::fs::read(&job.path).await {
                 Ok(c) => c,
-                Err(e) => return Err(format!("{}: {e}", job.path.display())),
+                Err(e) => {
+                    local
+                        .unreadable
+                        .push((job.id, format!("{}: {e}", job.path.display())));
+                    sender_bar.inc(1);
+                    continue;
+                }
             };
+            if let Some((hash, stored_meta)) = stored.get(&job.id)
+                && *stored_meta == meta
+                && *hash == hex::encode(Sha256::digest(&content))
+            {
+                local.skipped_same_hash += 1;
+                sender_bar.inc(1);
+                continue;
+            }
             let req = pb::IngestDocumentRequest {
                 collection: collection.clone(),
                 document: Some(pb::Document {
@@ -153,13 +257,14 @@ pub async fn ingest(configured: &str, args: IngestArgs) -> Result<ExitCode, BoxE
                     media_type: job.media.as_mime().to_string(),
                     content,
                     title: String::new(),
+                    metadata: meta.clone(),
                 }),
             };
             if tx.send(req).await.is_err() {
                 break;
             }
         }
-        Ok(())
+        local
     });
 
     let started = Instant::now();
@@ -177,7 +282,8 @@ pub async fn ingest(configured: &str, args: IngestArgs) -> Result<ExitCode, BoxE
                 failures.push((r.document_id.clone(), err.message));
                 format!("failed: {}", err.code)
             }
-            DocStatus::Created | DocStatus::Replaced => "ingested".to_string(),
+            DocStatus::Created => "ingested (new)".to_string(),
+            DocStatus::Replaced => "ingested (replaced)".to_string(),
             DocStatus::Unchanged => "unchanged".to_string(),
             DocStatus::Unspecified => "unknown".to_string(),
         };
@@ -190,9 +296,16 @@ pub async fn ingest(configured: &str, args: IngestArgs) -> Result<ExitCode, BoxE
         bar.inc(1);
     }
     bar.finish();
-    sender.await??;
+    let local = sender.await?;
+    if local.skipped_same_hash > 0 {
+        *counts.entry("unchanged".into()).or_default() += local.skipped_same_hash;
+    }
+    for (id, msg) in local.unreadable {
+        *counts.entry("failed: unreadable".into()).or_default() += 1;
+        failures.push((id, msg));
+    }
     let elapsed = started.elapsed();
-    print_summary(&counts, &failures, &skipped, chunks, ids.len(), elapsed);
+    print_summary(&counts, &failures, &skipped, chunks, total, elapsed);
     let failed: u64 = counts
         .iter()
         .filter(|(k, _)| k.starts_with("failed"))
@@ -238,7 +351,7 @@ pub async fn ask(configured: &str, args: AskArgs) -> Result<ExitCode, BoxError> 
         collection: args.conn.collection,
         question: args.question,
         top_k: args.top_k,
-        filter: None,
+        filter: meta_args::filter(&args.conditions)?,
         generation: Some(pb::GenerationOptions {
             max_tokens: args.max_tokens,
             temperature: args.temperature,
@@ -328,7 +441,7 @@ pub async fn search(configured: &str, args: SearchArgs) -> Result<ExitCode, BoxE
             collection: args.conn.collection,
             query: args.query,
             top_k: args.top_k,
-            filter: None,
+            filter: meta_args::filter(&args.conditions)?,
             fusion: None,
         })
         .await?

@@ -2,6 +2,7 @@
 
 mod client;
 mod config;
+mod meta_args;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

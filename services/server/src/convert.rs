@@ -1,6 +1,11 @@
 //! Conversions between engine values and `quire.v1` messages, and the one error mapping.
 
-use quire_engine::{Answer, CitationOrigin, Error, ErrorKind, IngestOutcome, IngestStatus};
+use std::ops::Bound;
+
+use quire_engine::{
+    Answer, CitationOrigin, Error, ErrorKind, Filter, IngestOutcome, IngestStatus, MetaCondition,
+    MetaValue, Metadata,
+};
 use quire_index::{CollectionInfo, DocumentInfo, Hit};
 use quire_proto::v1 as pb;
 use tonic::{Code, Status};
@@ -42,7 +47,96 @@ pub fn document(d: DocumentInfo) -> pb::DocumentInfo {
         chunk_count: d.chunk_count,
         size_bytes: d.bytes,
         updated_at_unix: d.updated_at_unix,
+        metadata: metadata_to_pb(d.metadata),
     }
+}
+
+fn bad(msg: String) -> Error {
+    Error::InvalidArgument(msg)
+}
+
+fn value_from_pb(key: &str, v: pb::MetadataValue) -> Result<MetaValue, Error> {
+    use pb::metadata_value::Kind;
+    match v.kind {
+        Some(Kind::StringValue(s)) => Ok(MetaValue::String(s)),
+        Some(Kind::NumberValue(n)) => Ok(MetaValue::Number(n)),
+        Some(Kind::BoolValue(b)) => Ok(MetaValue::Bool(b)),
+        None => Err(bad(format!("metadata `{key}`: the value has no kind set"))),
+    }
+}
+
+fn value_to_pb(v: MetaValue) -> pb::MetadataValue {
+    use pb::metadata_value::Kind;
+    pb::MetadataValue {
+        kind: Some(match v {
+            MetaValue::String(s) => Kind::StringValue(s),
+            MetaValue::Number(n) => Kind::NumberValue(n),
+            MetaValue::Bool(b) => Kind::BoolValue(b),
+        }),
+    }
+}
+
+/// A document's metadata from the wire; a value without a kind is an error.
+pub fn metadata_from_pb(
+    map: std::collections::HashMap<String, pb::MetadataValue>,
+) -> Result<Metadata, Error> {
+    map.into_iter()
+        .map(|(k, v)| value_from_pb(&k, v).map(|v| (k, v)))
+        .collect()
+}
+
+fn metadata_to_pb(m: Metadata) -> std::collections::HashMap<String, pb::MetadataValue> {
+    m.into_iter().map(|(k, v)| (k, value_to_pb(v))).collect()
+}
+
+fn bound(key: &str, inclusive: Option<f64>, exclusive: Option<f64>) -> Result<Bound<f64>, Error> {
+    match (inclusive, exclusive) {
+        (Some(_), Some(_)) => Err(bad(format!(
+            "metadata `{key}`: set at most one bound on each side of a range"
+        ))),
+        (Some(x), None) => Ok(Bound::Included(x)),
+        (None, Some(x)) => Ok(Bound::Excluded(x)),
+        (None, None) => Ok(Bound::Unbounded),
+    }
+}
+
+/// A filter from the wire (absent means no restriction). Structural errors (a condition
+/// with no test, a value with no kind) are reported here; the engine checks the rest.
+pub fn filter(f: Option<pb::Filter>) -> Result<Filter, Error> {
+    use pb::metadata_condition::Test;
+    let f = f.unwrap_or_default();
+    let mut metadata = Vec::with_capacity(f.metadata.len());
+    for c in f.metadata {
+        let key = c.key;
+        metadata.push(match c.test {
+            Some(Test::Equals(v)) => MetaCondition::Equals {
+                value: value_from_pb(&key, v)?,
+                key,
+            },
+            Some(Test::AnyOf(vs)) => MetaCondition::AnyOf {
+                values: vs
+                    .values
+                    .into_iter()
+                    .map(|v| value_from_pb(&key, v))
+                    .collect::<Result<_, _>>()?,
+                key,
+            },
+            Some(Test::Range(r)) => MetaCondition::Range {
+                lower: bound(&key, r.gte, r.gt)?,
+                upper: bound(&key, r.lte, r.lt)?,
+                key,
+            },
+            None => {
+                return Err(bad(format!(
+                    "metadata condition on `{key}` has no test set"
+                )));
+            }
+        });
+    }
+    Ok(Filter {
+        document_ids: f.document_ids,
+        metadata,
+    })
 }
 
 /// The per-document result of an ingest, success or failure.
@@ -97,6 +191,7 @@ pub fn hit(h: Hit) -> pb::Hit {
         bm25_score: h.bm25_score,
         bm25_rank: h.bm25_rank,
         fused_score: h.fused_score,
+        metadata: metadata_to_pb(h.chunk.metadata),
     }
 }
 

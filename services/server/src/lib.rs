@@ -84,14 +84,15 @@ pub struct IngestApi {
     engine: Arc<Engine>,
 }
 
-fn incoming(doc: Option<pb::Document>) -> IncomingDocument {
+fn incoming(doc: Option<pb::Document>) -> quire_engine::Result<IncomingDocument> {
     let doc = doc.unwrap_or_default();
-    IncomingDocument {
+    Ok(IncomingDocument {
+        metadata: convert::metadata_from_pb(doc.metadata)?,
         id: doc.id,
         media_type: doc.media_type,
         content: doc.content,
         title: Some(doc.title).filter(|t| !t.is_empty()),
-    }
+    })
 }
 
 /// Runs one ingest request; returns the document id, the server-side milliseconds and the outcome.
@@ -104,9 +105,15 @@ async fn run_ingest(
     quire_engine::Result<quire_engine::IngestOutcome>,
 ) {
     let started = Instant::now();
-    let doc = incoming(req.document);
-    let id = doc.id.clone();
-    let result = engine.ingest(&req.collection, doc).await;
+    let id = req
+        .document
+        .as_ref()
+        .map(|d| d.id.clone())
+        .unwrap_or_default();
+    let result = match incoming(req.document) {
+        Ok(doc) => engine.ingest(&req.collection, doc).await,
+        Err(e) => Err(e),
+    };
     (id, started.elapsed().as_millis() as u64, result)
 }
 
@@ -232,18 +239,18 @@ pub struct QueryApi {
     engine: Arc<Engine>,
 }
 
-fn ask_query(req: pb::AskRequest) -> AskQuery {
+fn ask_query(req: pb::AskRequest) -> Result<AskQuery, Status> {
     let generation = req.generation.unwrap_or_default();
-    AskQuery {
+    Ok(AskQuery {
         collection: req.collection,
         question: req.question,
         top_k: req.top_k as usize,
-        document_ids: req.filter.map(|f| f.document_ids).unwrap_or_default(),
+        filter: convert::filter(req.filter).map_err(|e| status(&e))?,
         max_tokens: generation.max_tokens.map(|t| t as usize),
         temperature: generation.temperature.map(f64::from),
         top_p: generation.top_p.map(f64::from),
         seed: generation.seed,
-    }
+    })
 }
 
 #[tonic::async_trait]
@@ -258,7 +265,7 @@ impl QueryService for QueryApi {
             collection: req.collection,
             query: req.query,
             top_k: req.top_k as usize,
-            document_ids: req.filter.map(|f| f.document_ids).unwrap_or_default(),
+            filter: convert::filter(req.filter).map_err(|e| status(&e))?,
             rrf_k: req.fusion.map(|f| f.rrf_k),
         };
         let hits = self.engine.retrieve(&query).await.map_err(|e| status(&e))?;
@@ -272,7 +279,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::AskRequest>,
     ) -> Result<Response<pb::AskResponse>, Status> {
-        let query = ask_query(request.into_inner());
+        let query = ask_query(request.into_inner())?;
         let answer = self
             .engine
             .ask(&query, None)
@@ -288,7 +295,7 @@ impl QueryService for QueryApi {
         request: Request<pb::AskRequest>,
     ) -> Result<Response<Self::AskStreamStream>, Status> {
         use pb::ask_stream_event::Event;
-        let query = ask_query(request.into_inner());
+        let query = ask_query(request.into_inner())?;
         let engine = self.engine.clone();
         let (out_tx, out_rx) = mpsc::channel(64);
         tokio::spawn(async move {

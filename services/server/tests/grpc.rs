@@ -51,6 +51,110 @@ async fn retrieve_ranks_the_right_document_first_for_pdf_markdown_and_text() {
     server.stop().await;
 }
 
+fn string(s: &str) -> pb::MetadataValue {
+    pb::MetadataValue {
+        kind: Some(pb::metadata_value::Kind::StringValue(s.into())),
+    }
+}
+
+fn number(n: f64) -> pb::MetadataValue {
+    pb::MetadataValue {
+        kind: Some(pb::metadata_value::Kind::NumberValue(n)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_is_stored_returned_and_filters_retrieval() {
+    use pb::metadata_condition::Test;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut ingest = server.ingest_client().await;
+    let topics = [
+        ("beekeeping.pdf", "farming", 2019.0),
+        ("volcano.md", "geology", 2021.0),
+        ("chess.txt", "games", 2023.0),
+    ];
+    for mut req in corpus() {
+        let d = req.document.as_mut().unwrap();
+        let (_, topic, year) = topics.iter().find(|t| t.0 == d.id).unwrap();
+        d.metadata.insert("topic".into(), string(topic));
+        d.metadata.insert("year".into(), number(*year));
+        let r = ingest.ingest_document(req).await.unwrap().into_inner();
+        assert_eq!(r.status, pb::document_result::Status::Created as i32);
+    }
+    let docs = ingest
+        .list_documents(pb::ListDocumentsRequest {
+            collection: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .documents;
+    let chess = docs.iter().find(|d| d.id == "chess.txt").unwrap();
+    assert_eq!(chess.metadata.get("topic"), Some(&string("games")));
+
+    let mut query = server.query_client().await;
+    let search = |filter: pb::Filter| pb::RetrieveRequest {
+        collection: "test".into(),
+        // Matches the chess document best; the filter must keep it out when it fails.
+        query: "Who won the chess tournament in 2019?".into(),
+        top_k: 10,
+        filter: Some(filter),
+        fusion: None,
+    };
+    let cond = |key: &str, test: Test| pb::MetadataCondition {
+        key: key.into(),
+        test: Some(test),
+    };
+    let only = |conditions: Vec<pb::MetadataCondition>| pb::Filter {
+        document_ids: vec![],
+        metadata: conditions,
+    };
+    let hits = query
+        .retrieve(search(only(vec![cond(
+            "topic",
+            Test::Equals(string("geology")),
+        )])))
+        .await
+        .unwrap()
+        .into_inner()
+        .hits;
+    assert!(!hits.is_empty());
+    assert!(
+        hits.iter().all(|h| h.document_id == "volcano.md"),
+        "{hits:?}"
+    );
+    assert_eq!(hits[0].metadata.get("year"), Some(&number(2021.0)));
+
+    let range = pb::NumberRange {
+        lte: Some(2021.0),
+        ..Default::default()
+    };
+    let hits = query
+        .retrieve(search(only(vec![cond("year", Test::Range(range))])))
+        .await
+        .unwrap()
+        .into_inner()
+        .hits;
+    let mut found: Vec<_> = hits.iter().map(|h| h.document_id.as_str()).collect();
+    found.sort();
+    found.dedup();
+    assert_eq!(found, vec!["beekeeping.pdf", "volcano.md"]);
+
+    // A condition with no test, and a bad key, are INVALID_ARGUMENT.
+    for bad in [
+        pb::MetadataCondition {
+            key: "year".into(),
+            test: None,
+        },
+        cond("no.dots", Test::Equals(string("x"))),
+    ] {
+        let err = query.retrieve(search(only(vec![bad]))).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ask_cites_the_document_that_holds_the_fact() {
     let dir = tempfile::tempdir().unwrap();

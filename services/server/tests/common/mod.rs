@@ -83,6 +83,7 @@ pub fn doc(id: &str, media_type: &str, content: impl Into<Vec<u8>>) -> pb::Inges
             media_type: media_type.into(),
             content: content.into(),
             title: String::new(),
+            metadata: Default::default(),
         }),
     }
 }
