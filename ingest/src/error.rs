@@ -13,10 +13,14 @@ pub enum Error {
         "unsupported media type {0:?}; supported are text/plain, text/markdown, text/html and application/pdf"
     )]
     UnsupportedMediaType(String),
-    /// A text document (plain, Markdown, HTML) is not valid UTF-8.
-    /// `valid_up_to` is the offset, in the submitted bytes, of the first invalid byte.
-    #[error("the document is not valid UTF-8 text (first invalid byte at offset {valid_up_to})")]
-    InvalidUtf8 { valid_up_to: usize },
+    /// A text document (plain, Markdown, HTML) announced an encoding by its byte-order
+    /// mark but is not valid in it. `offset` is where, in the submitted bytes, it breaks.
+    #[error("the document is not valid {encoding} text at byte {offset}: {reason}")]
+    InvalidEncoding {
+        encoding: &'static str,
+        offset: usize,
+        reason: String,
+    },
     /// The submitted bytes exceed [`crate::Limits::max_bytes`].
     #[error("the document is {bytes} bytes, over the limit of {limit} bytes")]
     TooLarge { bytes: usize, limit: usize },
@@ -35,6 +39,9 @@ pub enum Error {
     /// The PDF is encrypted and cannot be opened without a password.
     #[error("the PDF is encrypted and needs a password to open")]
     Encrypted,
+    /// Extracting the PDF's text ran past [`crate::Limits::max_parse_time`].
+    #[error("reading the PDF took longer than the limit of {limit_ms} ms")]
+    TimeLimit { limit_ms: u128 },
     /// The PDF has pages but no text layer (for example a scan).
     #[error("the PDF has no extractable text (it may be scanned images without a text layer)")]
     NoExtractableText,

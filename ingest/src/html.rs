@@ -121,6 +121,7 @@ pub(crate) fn load(src: &str) -> Result<Document, Error> {
         pages: Vec::new(),
         title,
         headings: w.headings,
+        encoding: None,
     })
 }
 

@@ -16,9 +16,11 @@ pub mod testing;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 pub use chunk::{Chunk, Chunker, ChunkerConfig};
 pub use error::Error;
+pub use text::TextEncoding;
 
 /// The kinds of document this crate reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,6 +92,9 @@ pub struct Limits {
     pub max_decompressed_bytes: usize,
     /// Most characters of extracted text. Default 20 million.
     pub max_extracted_chars: usize,
+    /// Longest a PDF's text extraction may run; checked between pages and while
+    /// walking content streams. Default 30 s.
+    pub max_parse_time: Duration,
 }
 
 impl Default for Limits {
@@ -99,6 +104,7 @@ impl Default for Limits {
             max_pages: 2000,
             max_decompressed_bytes: 256 * 1024 * 1024,
             max_extracted_chars: 20_000_000,
+            max_parse_time: Duration::from_secs(30),
         }
     }
 }
@@ -138,6 +144,8 @@ pub struct Document {
     pub title: Option<String>,
     /// Headings in text order (Markdown and HTML; empty otherwise).
     pub headings: Vec<Heading>,
+    /// How the bytes were decoded, for text media (plain, Markdown, HTML); `None` for PDF.
+    pub encoding: Option<TextEncoding>,
 }
 
 impl Document {
@@ -214,18 +222,23 @@ pub fn load(bytes: &[u8], media: MediaType, limits: &Limits) -> Result<Document,
         return Err(Error::Empty);
     }
     let doc = match media {
-        MediaType::PlainText => {
-            let text = text::decode(bytes)?.into_owned();
-            Document {
-                text,
-                pages: Vec::new(),
-                title: None,
-                headings: Vec::new(),
-            }
+        MediaType::Pdf => pdf::load(bytes, limits, Instant::now() + limits.max_parse_time)?,
+        text_media => {
+            let (text, encoding) = text::decode(bytes)?;
+            let mut doc = match text_media {
+                MediaType::Markdown => markdown::load(text.into_owned()),
+                MediaType::Html => html::load(&text)?,
+                _ => Document {
+                    text: text.into_owned(),
+                    pages: Vec::new(),
+                    title: None,
+                    headings: Vec::new(),
+                    encoding: None,
+                },
+            };
+            doc.encoding = Some(encoding);
+            doc
         }
-        MediaType::Markdown => markdown::load(text::decode(bytes)?.into_owned()),
-        MediaType::Html => html::load(&text::decode(bytes)?)?,
-        MediaType::Pdf => pdf::load(bytes, limits)?,
     };
     if doc.text.trim().is_empty() {
         return Err(Error::Empty);

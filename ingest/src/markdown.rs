@@ -17,6 +17,7 @@ pub(crate) fn load(text: String) -> Document {
         pages: Vec::new(),
         title,
         headings,
+        encoding: None,
     }
 }
 

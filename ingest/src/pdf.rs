@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
 
 use lopdf::content::Content;
 use lopdf::{DecompressError, Encoding, LoadOptions, Object, ObjectId};
@@ -17,9 +18,15 @@ const TJ_SPACE: f32 = 180.0;
 /// needs a password gives [`Error::Encrypted`] (an empty user password is
 /// tried automatically); pages without any text give
 /// [`Error::NoExtractableText`]. A panic inside lopdf on hostile input is
-/// caught and reported as [`Error::Pdf`].
-pub(crate) fn load(bytes: &[u8], limits: &Limits) -> Result<Document, Error> {
-    match catch_unwind(AssertUnwindSafe(|| extract(bytes, limits))) {
+/// caught and reported as [`Error::Pdf`]. Extraction past `deadline` stops with
+/// [`Error::TimeLimit`] (checked after parsing, between pages, and every
+/// [`OPS_PER_CHECK`] content operators).
+pub(crate) fn load(bytes: &[u8], limits: &Limits, deadline: Instant) -> Result<Document, Error> {
+    let clock = Deadline {
+        at: deadline,
+        limit_ms: limits.max_parse_time.as_millis(),
+    };
+    match catch_unwind(AssertUnwindSafe(|| extract(bytes, limits, clock))) {
         Ok(result) => result,
         Err(_) => Err(Error::Pdf(
             "the PDF parser failed on malformed data".to_owned(),
@@ -27,7 +34,28 @@ pub(crate) fn load(bytes: &[u8], limits: &Limits) -> Result<Document, Error> {
     }
 }
 
-fn extract(bytes: &[u8], limits: &Limits) -> Result<Document, Error> {
+/// How many content-stream operators run between two deadline checks.
+const OPS_PER_CHECK: usize = 4096;
+
+#[derive(Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    limit_ms: u128,
+}
+
+impl Deadline {
+    fn check(self) -> Result<(), Error> {
+        if Instant::now() > self.at {
+            Err(Error::TimeLimit {
+                limit_ms: self.limit_ms,
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn extract(bytes: &[u8], limits: &Limits, clock: Deadline) -> Result<Document, Error> {
     if !bytes.starts_with(b"%PDF") && !bytes.get(..1024).is_some_and(has_pdf_header) {
         return Err(Error::Pdf("no %PDF header".to_owned()));
     }
@@ -37,6 +65,7 @@ fn extract(bytes: &[u8], limits: &Limits) -> Result<Document, Error> {
     };
     let pdf =
         lopdf::Document::load_mem_with_options(bytes, options).map_err(|e| map_err(e, limits))?;
+    clock.check()?;
     // lopdf decrypts with the empty password itself; a remaining /Encrypt means
     // a real password is needed.
     if pdf.trailer.has(b"Encrypt") {
@@ -60,7 +89,8 @@ fn extract(bytes: &[u8], limits: &Limits) -> Result<Document, Error> {
     let mut budget = limits.max_decompressed_bytes;
     let mut chars = 0usize;
     for (&number, &page_id) in &pages {
-        let page_text = page_text(&pdf, number, page_id, &mut budget, limits)?;
+        clock.check()?;
+        let page_text = page_text(&pdf, number, page_id, &mut budget, limits, clock)?;
         chars = chars.saturating_add(page_text.chars().count());
         if chars > limits.max_extracted_chars {
             return Err(Error::TextTooLarge {
@@ -86,6 +116,7 @@ fn extract(bytes: &[u8], limits: &Limits) -> Result<Document, Error> {
         pages: spans,
         title: info_title(&pdf),
         headings: Vec::new(),
+        encoding: None,
     })
 }
 
@@ -120,6 +151,7 @@ fn page_text(
     page_id: ObjectId,
     budget: &mut usize,
     limits: &Limits,
+    clock: Deadline,
 ) -> Result<String, Error> {
     for id in pdf.get_page_contents(page_id) {
         if pdf.get_object(id).is_err() {
@@ -158,7 +190,10 @@ fn page_text(
     let mut w = PageWriter::default();
     let mut encoding: Option<&Encoding<'_>> = None;
     // Content that fails to parse part-way keeps the text read up to there.
-    for op in Content::decode_iter(&content) {
+    for (n, op) in Content::decode_iter(&content).enumerate() {
+        if n % OPS_PER_CHECK == OPS_PER_CHECK - 1 {
+            clock.check()?;
+        }
         let Ok(op) = op else { break };
         let args = &op.operands;
         match op.operator.as_str() {

@@ -1,25 +1,196 @@
-//! Decoding text input into a `str`.
+//! Decoding text input into a `str`, detecting the encoding.
 
 use std::borrow::Cow;
 
 use crate::Error;
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+const UTF16LE_BOM: &[u8] = b"\xFF\xFE";
+const UTF16BE_BOM: &[u8] = b"\xFE\xFF";
 
-/// Decodes a text document: UTF-8 with an optional BOM, which is removed.
+/// The encoding a text document was read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextEncoding {
+    /// UTF-8, with or without a BOM.
+    Utf8,
+    /// UTF-16, little-endian, announced by a BOM.
+    Utf16Le,
+    /// UTF-16, big-endian, announced by a BOM.
+    Utf16Be,
+    /// Not UTF-8 and no BOM: every byte is one character. Bytes 0x80–0x9F are read as
+    /// Windows-1252 does (curly quotes, dashes, €), as the WHATWG Encoding Standard
+    /// reads the `latin1` label; the rest is ISO-8859-1.
+    Latin1,
+}
+
+impl TextEncoding {
+    /// The lower-case label reported to callers: `utf-8`, `utf-16le`, `utf-16be`, `latin-1`.
+    pub fn label(self) -> &'static str {
+        match self {
+            TextEncoding::Utf8 => "utf-8",
+            TextEncoding::Utf16Le => "utf-16le",
+            TextEncoding::Utf16Be => "utf-16be",
+            TextEncoding::Latin1 => "latin-1",
+        }
+    }
+}
+
+/// Windows-1252's characters for bytes 0x80..=0x9F; the five bytes it leaves undefined
+/// keep their C1 control characters, as WHATWG specifies.
+const CP1252_HIGH: [char; 32] = [
+    '\u{20AC}', '\u{0081}', '\u{201A}', '\u{0192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}',
+    '\u{02C6}', '\u{2030}', '\u{0160}', '\u{2039}', '\u{0152}', '\u{008D}', '\u{017D}', '\u{008F}',
+    '\u{0090}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}',
+    '\u{02DC}', '\u{2122}', '\u{0161}', '\u{203A}', '\u{0153}', '\u{009D}', '\u{017E}', '\u{0178}',
+];
+
+fn latin1(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&b| match b {
+            0x80..=0x9F => CP1252_HIGH[usize::from(b - 0x80)],
+            _ => char::from(b),
+        })
+        .collect()
+}
+
+fn utf16(body: &[u8], big_endian: bool, encoding: TextEncoding) -> Result<String, Error> {
+    let bom = UTF16LE_BOM.len();
+    if body.len() % 2 != 0 {
+        return Err(Error::InvalidEncoding {
+            encoding: encoding.label(),
+            offset: bom + body.len() - 1,
+            reason: "odd number of bytes".into(),
+        });
+    }
+    let units = body.chunks_exact(2).map(|p| {
+        let pair = [p[0], p[1]];
+        if big_endian {
+            u16::from_be_bytes(pair)
+        } else {
+            u16::from_le_bytes(pair)
+        }
+    });
+    let mut out = String::with_capacity(body.len() / 2);
+    let mut offset = bom;
+    for c in char::decode_utf16(units) {
+        match c {
+            Ok(c) => {
+                out.push(c);
+                offset += c.len_utf16() * 2;
+            }
+            Err(_) => {
+                return Err(Error::InvalidEncoding {
+                    encoding: encoding.label(),
+                    offset,
+                    reason: "unpaired surrogate".into(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes a text document and says how it was read: a UTF-8 or UTF-16 BOM decides
+/// (and is removed); otherwise valid UTF-8 is UTF-8, and anything else is Latin-1.
 ///
-/// Returns `Cow` so that transcoding other encodings (UTF-16, Latin-1) can slot
-/// in here without changing callers. Invalid UTF-8 gives
-/// [`Error::InvalidUtf8`] with the offset in `bytes` of the first bad byte.
-pub(crate) fn decode(bytes: &[u8]) -> Result<Cow<'_, str>, Error> {
-    let (body, skipped) = match bytes.strip_prefix(UTF8_BOM) {
-        Some(rest) => (rest, UTF8_BOM.len()),
-        None => (bytes, 0),
-    };
-    match std::str::from_utf8(body) {
-        Ok(s) => Ok(Cow::Borrowed(s)),
-        Err(e) => Err(Error::InvalidUtf8 {
-            valid_up_to: e.valid_up_to() + skipped,
-        }),
+/// Only UTF-16 can fail ([`Error::InvalidEncoding`], with the byte offset of the problem):
+/// every byte sequence is valid Latin-1.
+pub(crate) fn decode(bytes: &[u8]) -> Result<(Cow<'_, str>, TextEncoding), Error> {
+    if let Some(body) = bytes.strip_prefix(UTF8_BOM) {
+        return match std::str::from_utf8(body) {
+            Ok(s) => Ok((Cow::Borrowed(s), TextEncoding::Utf8)),
+            Err(e) => Err(Error::InvalidEncoding {
+                encoding: TextEncoding::Utf8.label(),
+                offset: e.valid_up_to() + UTF8_BOM.len(),
+                reason: "invalid UTF-8 after a UTF-8 byte-order mark".into(),
+            }),
+        };
+    }
+    if let Some(body) = bytes.strip_prefix(UTF16LE_BOM) {
+        let enc = TextEncoding::Utf16Le;
+        return utf16(body, false, enc).map(|s| (Cow::Owned(s), enc));
+    }
+    if let Some(body) = bytes.strip_prefix(UTF16BE_BOM) {
+        let enc = TextEncoding::Utf16Be;
+        return utf16(body, true, enc).map(|s| (Cow::Owned(s), enc));
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Ok((Cow::Borrowed(s), TextEncoding::Utf8)),
+        Err(_) => Ok((Cow::Owned(latin1(bytes)), TextEncoding::Latin1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utf16_bytes(s: &str, big_endian: bool) -> Vec<u8> {
+        let mut out = if big_endian {
+            UTF16BE_BOM.to_vec()
+        } else {
+            UTF16LE_BOM.to_vec()
+        };
+        for u in s.encode_utf16() {
+            out.extend(if big_endian {
+                u.to_be_bytes()
+            } else {
+                u.to_le_bytes()
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn detects_each_encoding() {
+        let text = "Grüße, naïve café — 𝄞";
+        let (s, e) = decode(text.as_bytes()).unwrap();
+        assert_eq!((s.as_ref(), e), (text, TextEncoding::Utf8));
+
+        let mut bom = UTF8_BOM.to_vec();
+        bom.extend(text.as_bytes());
+        let (s, e) = decode(&bom).unwrap();
+        assert_eq!((s.as_ref(), e), (text, TextEncoding::Utf8));
+
+        for be in [false, true] {
+            let bytes = utf16_bytes(text, be);
+            let (s, e) = decode(&bytes).unwrap();
+            assert_eq!(s, text);
+            let want = if be {
+                TextEncoding::Utf16Be
+            } else {
+                TextEncoding::Utf16Le
+            };
+            assert_eq!(e, want);
+        }
+
+        // "café “quoted” – 5€" in Windows-1252 / Latin-1 bytes.
+        let latin = b"caf\xE9 \x93quoted\x94 \x96 5\x80";
+        let (s, e) = decode(latin).unwrap();
+        assert_eq!(e, TextEncoding::Latin1);
+        assert_eq!(s, "café “quoted” – 5€");
+    }
+
+    #[test]
+    fn broken_utf16_is_an_error_with_its_offset() {
+        let mut odd = utf16_bytes("ab", false);
+        odd.push(b'c');
+        assert!(matches!(
+            decode(&odd),
+            Err(Error::InvalidEncoding { offset: 6, .. })
+        ));
+        // A lone high surrogate after "a".
+        let mut lone = UTF16LE_BOM.to_vec();
+        lone.extend([b'a', 0, 0x00, 0xD8, b'b', 0]);
+        assert!(matches!(
+            decode(&lone),
+            Err(Error::InvalidEncoding { offset: 4, .. })
+        ));
+        let mut bad_after_bom = UTF8_BOM.to_vec();
+        bad_after_bom.extend(b"ok\xFF");
+        assert!(matches!(
+            decode(&bad_after_bom),
+            Err(Error::InvalidEncoding { offset: 5, .. })
+        ));
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use quire_ingest::{Error, Limits, MediaType, load};
+use quire_ingest::{Error, Limits, MediaType, TextEncoding, load};
 
 fn load_default(bytes: &[u8], media: MediaType) -> Result<quire_ingest::Document, Error> {
     load(bytes, media, &Limits::default())
@@ -72,20 +72,49 @@ fn plain_text_is_kept_and_bom_stripped() {
 }
 
 #[test]
-fn invalid_utf8_is_reported_with_its_offset() {
-    let bytes = b"good text \xff\xfe more";
+fn text_that_is_not_utf8_is_read_as_latin1_and_says_so() {
+    let bytes = b"na\xefve caf\xe9 \x93quoted\x94";
     for media in [MediaType::PlainText, MediaType::Markdown, MediaType::Html] {
-        assert_eq!(
-            load_default(bytes, media),
-            Err(Error::InvalidUtf8 { valid_up_to: 10 }),
-            "{media}"
-        );
+        let doc = load_default(bytes, media).unwrap();
+        assert_eq!(doc.text.trim(), "naïve café “quoted”", "{media}");
+        assert_eq!(doc.encoding, Some(TextEncoding::Latin1), "{media}");
     }
-    // The offset counts from the submitted bytes, BOM included.
-    assert_eq!(
-        load_default(b"\xEF\xBB\xBFab\xC3", MediaType::PlainText),
-        Err(Error::InvalidUtf8 { valid_up_to: 5 })
+    let doc = load_default("naïve".as_bytes(), MediaType::PlainText).unwrap();
+    assert_eq!(doc.encoding, Some(TextEncoding::Utf8));
+}
+
+#[test]
+fn utf16_with_a_bom_is_decoded_and_broken_utf16_is_an_error() {
+    let mut le = vec![0xFF, 0xFE];
+    le.extend(
+        "# Grüße\n\nHallo Welt"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes),
     );
+    let doc = load_default(&le, MediaType::Markdown).unwrap();
+    assert_eq!(doc.encoding, Some(TextEncoding::Utf16Le));
+    assert_eq!(doc.title.as_deref(), Some("Grüße"));
+    assert!(doc.text.contains("Hallo Welt"));
+
+    let mut be = vec![0xFE, 0xFF];
+    be.extend("<p>Bonjour</p>".encode_utf16().flat_map(u16::to_be_bytes));
+    let doc = load_default(&be, MediaType::Html).unwrap();
+    assert_eq!(doc.encoding, Some(TextEncoding::Utf16Be));
+    assert_eq!(doc.text.trim(), "Bonjour");
+
+    le.push(b'x');
+    assert!(matches!(
+        load_default(&le, MediaType::PlainText),
+        Err(Error::InvalidEncoding {
+            encoding: "utf-16le",
+            ..
+        })
+    ));
+    // A UTF-8 BOM promises UTF-8: the offset counts from the submitted bytes.
+    assert!(matches!(
+        load_default(b"\xEF\xBB\xBFab\xC3", MediaType::PlainText),
+        Err(Error::InvalidEncoding { offset: 5, .. })
+    ));
 }
 
 #[test]

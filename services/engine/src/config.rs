@@ -23,6 +23,12 @@ pub struct EngineConfig {
     pub max_document_bytes: usize,
     /// Most PDF pages accepted per document. Default: 2,000.
     pub max_pages: usize,
+    /// Most bytes a PDF's streams may decompress to. Default: 256 MiB.
+    pub max_decompressed_bytes: usize,
+    /// Most characters of text extracted from one document. Default: 20,000,000.
+    pub max_extracted_chars: usize,
+    /// Longest a PDF's text extraction may run, in milliseconds. Default: 30,000.
+    pub max_parse_ms: u64,
     /// Hits returned by `Retrieve` when the request does not say. Default: 10.
     pub default_top_k: usize,
     /// Candidates each retriever contributes before fusion. Default: 50.
@@ -51,6 +57,9 @@ impl Default for EngineConfig {
             chunk_overlap_tokens: 32,
             max_document_bytes: 64 << 20,
             max_pages: 2_000,
+            max_decompressed_bytes: 256 << 20,
+            max_extracted_chars: 20_000_000,
+            max_parse_ms: 30_000,
             default_top_k: 10,
             candidates: 50,
             rrf_k: 60.0,

@@ -69,7 +69,8 @@ impl Error {
             Error::Document(e) => match e {
                 IngestError::Empty => "empty_document",
                 IngestError::UnsupportedMediaType(_) => "unsupported_media_type",
-                IngestError::InvalidUtf8 { .. } => "invalid_utf8",
+                IngestError::InvalidEncoding { .. } => "invalid_encoding",
+                IngestError::TimeLimit { .. } => "time_limit",
                 IngestError::TooLarge { .. } => "too_large",
                 IngestError::TooManyPages { .. } => "too_many_pages",
                 IngestError::DecompressedTooLarge { .. } => "decompressed_too_large",

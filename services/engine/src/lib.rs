@@ -75,6 +75,9 @@ pub struct IngestOutcome {
     pub chunks: u32,
     /// SHA-256 of the bytes, lower-case hex.
     pub content_hash: String,
+    /// How a text document was decoded (`utf-8`, `utf-16le`, `utf-16be`, `latin-1`);
+    /// `None` for PDFs and for unchanged documents, which are not decoded.
+    pub text_encoding: Option<&'static str>,
 }
 
 /// The result of [`Engine::delete_documents`].
@@ -216,7 +219,9 @@ impl Engine {
         let limits = Limits {
             max_bytes: config.max_document_bytes,
             max_pages: config.max_pages,
-            ..Limits::default()
+            max_decompressed_bytes: config.max_decompressed_bytes,
+            max_extracted_chars: config.max_extracted_chars,
+            max_parse_time: Duration::from_millis(config.max_parse_ms),
         };
         let index = Index::open(&config.data_dir).await?;
         info!(data_dir = %config.data_dir.display(), embedder = embedder.model_id(), "engine open");
@@ -322,6 +327,7 @@ impl Engine {
                 version: existing.version,
                 chunks: existing.chunk_count,
                 content_hash,
+                text_encoding: None,
             });
         }
 
@@ -337,7 +343,7 @@ impl Engine {
         );
         let size = doc.content.len() as u64;
         let content = doc.content;
-        let (loaded_title, chunks) = blocking(move || {
+        let (loaded_title, encoding, chunks) = blocking(move || {
             let loaded = quire_ingest::load(&content, media, &limits)?;
             let chunks = chunker.chunk(&loaded, media);
             if chunks.is_empty() {
@@ -358,7 +364,7 @@ impl Engine {
                     vector,
                 })
                 .collect();
-            Ok((loaded.title, chunks))
+            Ok((loaded.title, loaded.encoding, chunks))
         })
         .await?;
         drop(_permit);
@@ -383,6 +389,7 @@ impl Engine {
             version,
             chunks,
             content_hash,
+            text_encoding: encoding.map(|e| e.label()),
         })
     }
 

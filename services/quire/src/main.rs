@@ -2,6 +2,7 @@
 
 mod client;
 mod config;
+mod extract;
 mod meta_args;
 
 use std::net::SocketAddr;
@@ -46,6 +47,8 @@ enum Command {
     },
     /// Prints the configuration in effect, as TOML.
     Config(EngineArgs),
+    /// Extracts documents locally, without a server, and prints their text or a summary line.
+    Extract(extract::ExtractArgs),
 }
 
 #[derive(Subcommand)]
@@ -189,6 +192,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Extract(args) => extract::run(&cfg.engine, args),
         Command::Ingest(args) => client::ingest(&cfg.endpoint, args).await,
         Command::Ask(args) => client::ask(&cfg.endpoint, args).await,
         Command::Search(args) => client::search(&cfg.endpoint, args).await,

@@ -163,6 +163,7 @@ pub fn document_result(
             out.version = o.version;
             out.chunk_count = o.chunks;
             out.content_hash = o.content_hash;
+            out.text_encoding = o.text_encoding.unwrap_or_default().to_string();
         }
         Err(e) => {
             out.status = S::Failed as i32;

@@ -24,11 +24,17 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server over `data_dir` with the small LLM.
     pub async fn start(data_dir: &Path) -> TestServer {
-        let config = EngineConfig {
+        Self::start_with(data_dir, |_| {}).await
+    }
+
+    /// Like [`start`](Self::start), with the configuration adjusted by `tweak`.
+    pub async fn start_with(data_dir: &Path, tweak: impl FnOnce(&mut EngineConfig)) -> TestServer {
+        let mut config = EngineConfig {
             data_dir: data_dir.to_path_buf(),
             llm: std::env::var("QUIRE_TEST_LLM").unwrap_or_else(|_| "smollm2-135m".into()),
             ..EngineConfig::default()
         };
+        tweak(&mut config);
         let engine = Arc::new(Engine::open(config).await.expect("engine opens"));
         let (listener, addr) = quire_server::bind("127.0.0.1:0".parse().unwrap())
             .await

@@ -1,0 +1,59 @@
+//! `quire extract`: what the loaders make of files, without a server or models.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use quire_engine::EngineConfig;
+use quire_ingest::{Limits, MediaType};
+
+use crate::BoxError;
+
+#[derive(Args)]
+pub struct ExtractArgs {
+    /// Files to extract.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Print one summary line per file (outcome, time, pages, characters) instead of the text.
+    #[arg(long)]
+    summary: bool,
+}
+
+/// Loads each file with the configured limits. Exits non-zero if any file fails.
+pub fn run(cfg: &EngineConfig, args: ExtractArgs) -> Result<ExitCode, BoxError> {
+    let limits = Limits {
+        max_bytes: cfg.max_document_bytes,
+        max_pages: cfg.max_pages,
+        max_decompressed_bytes: cfg.max_decompressed_bytes,
+        max_extracted_chars: cfg.max_extracted_chars,
+        max_parse_time: Duration::from_millis(cfg.max_parse_ms),
+    };
+    let mut failed = 0;
+    for path in &args.files {
+        let media = MediaType::from_path(path)
+            .ok_or_else(|| format!("{}: unknown file type", path.display()))?;
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let started = Instant::now();
+        let result = quire_ingest::load(&bytes, media, &limits);
+        let ms = started.elapsed().as_millis();
+        match (result, args.summary) {
+            (Ok(doc), true) => println!(
+                "ok\t{ms}\t{}\t{}\t{}",
+                doc.pages.len(),
+                doc.text.chars().count(),
+                path.display()
+            ),
+            (Ok(doc), false) => println!("{}", doc.text),
+            (Err(e), _) => {
+                failed += 1;
+                println!("error\t{ms}\t{e}\t{}", path.display());
+            }
+        }
+    }
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
