@@ -11,6 +11,8 @@ export QUIRE_TEST_LLM="${QUIRE_TEST_LLM:-smollm2-135m}"
 cargo build --locked --workspace --all-targets
 # Downloads only what is missing from the cache.
 target/debug/quire models fetch --model-dir "$QUIRE_MODEL_DIR" --llm "$QUIRE_TEST_LLM"
+# The hostile-PDF corpus (pypdf, pikepdf and ocrmypdf test files) from the package index.
+export QUIRE_HOSTILE_PDFS="${QUIRE_HOSTILE_PDFS:-$(deploy/hostile-pdfs.sh | tail -n 1)}"
 if [ -z "${QDRANT_URL:-}" ]; then
   echo "note: QDRANT_URL is not set; tests that need a Qdrant server are skipped."
 fi

@@ -56,7 +56,7 @@ fn latin1(bytes: &[u8]) -> String {
 
 fn utf16(body: &[u8], big_endian: bool, encoding: TextEncoding) -> Result<String, Error> {
     let bom = UTF16LE_BOM.len();
-    if body.len() % 2 != 0 {
+    if !body.len().is_multiple_of(2) {
         return Err(Error::InvalidEncoding {
             encoding: encoding.label(),
             offset: bom + body.len() - 1,

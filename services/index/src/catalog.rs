@@ -24,6 +24,11 @@ pub struct CollectionRecord {
 }
 
 /// Lifecycle of a document's chunks in the two stores.
+///
+/// A replacement goes `Committed(old)` → `Writing(new, previous: old)` → new chunks
+/// durable in both stores → `Committed(new, garbage: old chunks)` → old chunks deleted and
+/// durable → `Committed(new)`. The old version's chunks are untouched until the switch, so a
+/// crash at any point leaves either the old or the new version whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DocState {
     /// A new version is being written; `previous` (if any) is the version readers should see.
@@ -51,6 +56,10 @@ pub struct DocRecord {
     /// While `Writing`: the committed version being replaced, if there was one.
     #[serde(default)]
     pub previous: Option<Box<DocRecord>>,
+    /// When `Committed`: chunks of the replaced version that may still be in the stores and
+    /// are to be deleted. Never visible; removed right after the switch, or at the next open.
+    #[serde(default)]
+    pub garbage: Vec<Uuid>,
 }
 
 impl DocRecord {

@@ -14,8 +14,8 @@ use crate::lexical::{LexicalChunk, LexicalIndex};
 use crate::metadata;
 use crate::vector::{EmbeddedVectorStore, VectorPoint, VectorStore};
 use crate::{
-    CollectionInfo, CollectionSpec, DocumentInfo, Filter, Fusion, Hit, NewChunk, NewDocument,
-    PutOutcome, RetrieveParams, StoredChunk, chunk_id, revision,
+    CollectionCheck, CollectionInfo, CollectionSpec, DocumentInfo, Filter, Fusion, Hit, NewChunk,
+    NewDocument, PutOutcome, RetrieveParams, StoredChunk, chunk_id, revision,
 };
 
 const CATALOG_FILE: &str = "catalog.redb";
@@ -200,7 +200,7 @@ impl Index {
                 .catalog(move |c| c.documents(&name))
                 .await?
                 .into_iter()
-                .filter(|(_, r)| r.state != DocState::Committed)
+                .filter(|(_, r)| r.state != DocState::Committed || !r.garbage.is_empty())
                 .collect();
             let _guard = coll.write.lock().await;
             for (id, record) in pending {
@@ -230,7 +230,8 @@ impl Index {
         let name = coll.name.clone();
         let doc_id = id.to_string();
         match record.state {
-            DocState::Committed => Ok(()),
+            DocState::Committed if record.garbage.is_empty() => Ok(()),
+            DocState::Committed => self.collect_garbage(coll, id, record).await,
             DocState::Deleting => {
                 self.delete_document_chunks(coll, id).await?;
                 self.commit_stores(coll).await?;
@@ -243,9 +244,12 @@ impl Index {
                     .as_ref()
                     .map(|p| p.chunk_ids.iter().copied().collect())
                     .unwrap_or_default();
+                // The new version's chunks, and any uncollected garbage of the previous one.
+                let leftovers = previous.iter().flat_map(|p| p.garbage.iter());
                 let new_only: Vec<Uuid> = record
                     .chunk_ids
                     .iter()
+                    .chain(leftovers)
                     .filter(|c| !keep.contains(c))
                     .copied()
                     .collect();
@@ -257,7 +261,8 @@ impl Index {
                 })
                 .await?;
                 self.commit_stores(coll).await?;
-                if let Some(prev) = previous {
+                if let Some(mut prev) = previous {
+                    prev.garbage.clear();
                     let (v, l) = self.chunk_counts_in(coll, id).await?;
                     let want = u64::from(prev.chunk_count);
                     if v == want && l == want {
@@ -503,9 +508,10 @@ impl Index {
             .iter()
             .map(|c| chunk_id(collection, &doc.id, c.ordinal, &rev))
             .collect();
+        // Everything the old version may have left in the stores, collected after the switch.
         let old_ids: Vec<Uuid> = existing
             .as_ref()
-            .map(|r| r.chunk_ids.clone())
+            .map(|r| r.chunk_ids.iter().chain(&r.garbage).copied().collect())
             .unwrap_or_default();
         let replaced = existing.is_some();
         let writing = DocRecord {
@@ -520,12 +526,13 @@ impl Index {
             updated_at: now_unix(),
             metadata: meta_json,
             previous: existing.map(Box::new),
+            garbage: Vec::new(),
         };
         let (c, i, w) = (collection.to_string(), doc.id.clone(), writing.clone());
         self.catalog(move |cat| cat.put_documents(&c, &[(i.as_str(), &w)]))
             .await?;
 
-        if let Err(err) = self.write_chunks(&coll, &doc, &ids, &old_ids, chunks).await {
+        if let Err(err) = self.write_chunks(&coll, &doc, &ids, chunks).await {
             tracing::error!(collection, document = %doc.id, error = %err,
                 "document write failed; rolling back");
             if let Err(rollback_err) = self.recover_document(&coll, &doc.id, writing).await {
@@ -535,14 +542,25 @@ impl Index {
             return Err(err);
         }
 
+        // The switch: from here on readers see the new version only.
+        let new: HashSet<&Uuid> = ids.iter().collect();
+        let garbage: Vec<Uuid> = old_ids.into_iter().filter(|i| !new.contains(i)).collect();
         let committed = DocRecord {
             state: DocState::Committed,
             previous: None,
+            garbage,
             ..writing
         };
-        let (c, i) = (collection.to_string(), doc.id.clone());
-        self.catalog(move |cat| cat.put_documents(&c, &[(i.as_str(), &committed)]))
+        let (c, i, r) = (collection.to_string(), doc.id.clone(), committed.clone());
+        self.catalog(move |cat| cat.put_documents(&c, &[(i.as_str(), &r)]))
             .await?;
+        if !committed.garbage.is_empty()
+            && let Err(err) = self.collect_garbage(&coll, &doc.id, committed).await
+        {
+            // The new version is committed; the old chunks are invisible and go at next open.
+            tracing::warn!(collection, document = %doc.id, error = %err,
+                "could not delete the replaced version's chunks yet");
+        }
         Ok(if replaced {
             PutOutcome::Replaced {
                 version,
@@ -556,13 +574,13 @@ impl Index {
         })
     }
 
-    /// Upserts new chunks, deletes the old version's, commits both stores.
+    /// Upserts the new version's chunks into both stores and commits both. The chunks stay
+    /// invisible to retrieval until the catalog switches to the new version.
     async fn write_chunks(
         &self,
         coll: &Collection,
         doc: &NewDocument,
         ids: &[Uuid],
-        old_ids: &[Uuid],
         chunks: Vec<NewChunk>,
     ) -> Result<()> {
         let document_id = doc.id.as_str();
@@ -595,22 +613,28 @@ impl Index {
                 indexed_text: c.indexed_text,
             });
         }
-        let new: HashSet<&Uuid> = ids.iter().collect();
-        let stale: Vec<Uuid> = old_ids
-            .iter()
-            .filter(|i| !new.contains(i))
-            .copied()
-            .collect();
-
         self.vectors.upsert(&coll.name, points).await?;
-        self.vectors.delete_points(&coll.name, &stale).await?;
         let lexical = coll.lexical.clone();
-        blocking(move || {
-            lexical.add_chunks(&lex)?;
-            lexical.delete_chunks(&stale)
-        })
-        .await?;
+        blocking(move || lexical.add_chunks(&lex)).await?;
         self.commit_stores(coll).await
+    }
+
+    /// Deletes a committed record's garbage chunks from both stores, commits, and clears the
+    /// list in the catalog (unless the document changed meanwhile). Caller holds `coll.write`.
+    async fn collect_garbage(&self, coll: &Collection, id: &str, record: DocRecord) -> Result<()> {
+        self.vectors
+            .delete_points(&coll.name, &record.garbage)
+            .await?;
+        let (lexical, garbage) = (coll.lexical.clone(), record.garbage.clone());
+        blocking(move || lexical.delete_chunks(&garbage)).await?;
+        self.commit_stores(coll).await?;
+        let clean = DocRecord {
+            garbage: Vec::new(),
+            ..record
+        };
+        let (c, i) = (coll.name.clone(), id.to_string());
+        self.catalog(move |cat| cat.put_documents(&c, &[(i.as_str(), &clean)]))
+            .await
     }
 
     /// Deletes documents from both stores and the catalog; durable on return. Returns,
@@ -754,6 +778,37 @@ impl Index {
     pub async fn chunk_counts(&self, collection: &str, document_id: &str) -> Result<(u64, u64)> {
         let coll = self.get(collection).await?;
         self.chunk_counts_in(&coll, document_id).await
+    }
+
+    /// Cross-checks the collection's catalog against both stores: every committed document
+    /// must have exactly its chunk count in each store, and the stores must hold nothing else.
+    /// Waits for in-flight writes to the collection, so the answer is one consistent snapshot.
+    pub async fn check(&self, collection: &str) -> Result<CollectionCheck> {
+        let coll = self.get(collection).await?;
+        let _guard = coll.write.lock().await;
+        let name = collection.to_string();
+        let docs = self.catalog(move |c| c.documents(&name)).await?;
+        let mut out = CollectionCheck {
+            collection: collection.to_string(),
+            ..CollectionCheck::default()
+        };
+        for (id, r) in &docs {
+            if r.state != DocState::Committed || !r.garbage.is_empty() {
+                out.pending += 1;
+                continue;
+            }
+            out.documents += 1;
+            let want = u64::from(r.chunk_count);
+            out.catalog_chunks += want;
+            let (v, l) = self.chunk_counts_in(&coll, id).await?;
+            if v != want || l != want {
+                out.mismatched.push((id.clone(), want, v, l));
+            }
+        }
+        out.vector_points = self.vectors.count(collection, None).await?;
+        let lexical = coll.lexical.clone();
+        out.lexical_chunks = blocking(move || lexical.count(None)).await?;
+        Ok(out)
     }
 
     /// Compacts the collection's vector storage and builds its HNSW index when large enough.
@@ -915,6 +970,21 @@ mod tests {
         }
     }
 
+    /// An index in `dir` with collection `c` holding document `id` (v1, hash h1, one chunk).
+    async fn with_walrus(dir: &Path, id: &str) -> Index {
+        let index = Index::open(dir).await.unwrap();
+        index.create_collection("c", spec()).await.unwrap();
+        index
+            .put_document(
+                "c",
+                new_doc(id, "h1"),
+                vec![new_chunk(0, "walrus tusks", [1.0, 0.0])],
+            )
+            .await
+            .unwrap();
+        index
+    }
+
     /// Simulates a crash in the middle of `put_document`: the catalog says `Writing`
     /// and only some of the new chunks reached each store.
     async fn crash_mid_write(index: &Index, id: &str, hash: &str, texts: &[&str]) {
@@ -935,6 +1005,7 @@ mod tests {
             updated_at: 0,
             metadata: serde_json::Value::Null,
             previous: previous.map(Box::new),
+            garbage: Vec::new(),
         };
         index.catalog.put_documents("c", &[(id, &writing)]).unwrap();
         // First chunk in both stores, second only in the vector store.
@@ -969,19 +1040,93 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn interrupted_writes_are_rolled_back_on_open() {
+    async fn a_crash_after_the_switch_keeps_the_new_version_and_collects_the_old() {
         let dir = tempfile::tempdir().unwrap();
         {
             let index = Index::open(dir.path()).await.unwrap();
             index.create_collection("c", spec()).await.unwrap();
+            let v1 = vec![
+                new_chunk(0, "walrus tusks", [1.0, 0.0]),
+                new_chunk(1, "walrus diet", [1.0, 0.0]),
+            ];
             index
-                .put_document(
-                    "c",
-                    new_doc("old", "h1"),
-                    vec![new_chunk(0, "walrus tusks", [1.0, 0.0])],
+                .put_document("c", new_doc("d", "h1"), v1)
+                .await
+                .unwrap();
+            let old = index.catalog.document("c", "d").unwrap().unwrap();
+            // Replay put_document for v2 up to the switch, then "crash" before the old
+            // chunks are deleted.
+            let coll = index.get("c").await.unwrap();
+            let doc = new_doc("d", "h2");
+            let ids = vec![chunk_id("c", "d", 0, "h2")];
+            index
+                .write_chunks(
+                    &coll,
+                    &doc,
+                    &ids,
+                    vec![new_chunk(0, "narwhal horn", [0.0, 1.0])],
                 )
                 .await
                 .unwrap();
+            let switched = DocRecord {
+                content_hash: "h2".into(),
+                version: 2,
+                chunk_ids: ids,
+                chunk_count: 1,
+                garbage: old.chunk_ids.clone(),
+                ..old
+            };
+            index
+                .catalog
+                .put_documents("c", &[("d", &switched)])
+                .unwrap();
+            assert!(!index.check("c").await.unwrap().is_consistent());
+            // Only the new version is visible, even before recovery.
+            let hits = index
+                .retrieve(
+                    "c",
+                    "walrus narwhal",
+                    &[0.0, 1.0],
+                    &RetrieveParams::default(),
+                    &Filter::default(),
+                )
+                .await
+                .unwrap();
+            let t: Vec<_> = hits.iter().map(|h| h.chunk.text.as_str()).collect();
+            assert_eq!(t, vec!["narwhal horn"]);
+        }
+        let index = Index::open(dir.path()).await.unwrap();
+        let check = index.check("c").await.unwrap();
+        assert!(check.is_consistent(), "{check:?}");
+        assert_eq!(
+            (check.documents, check.vector_points, check.lexical_chunks),
+            (1, 1, 1)
+        );
+        let rec = index.catalog.document("c", "d").unwrap().unwrap();
+        assert_eq!((rec.version, rec.garbage.len()), (2, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replacing_never_touches_the_old_version_before_the_switch() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let index = with_walrus(dir.path(), "d").await;
+            // v2 fully written to both stores, but the catalog still says Writing: the old
+            // version's chunks must all still be there for the rollback.
+            crash_mid_write(&index, "d", "h2", &["narwhal horn"]).await;
+        }
+        let index = Index::open(dir.path()).await.unwrap();
+        let check = index.check("c").await.unwrap();
+        assert!(check.is_consistent(), "{check:?}");
+        let info = index.document("c", "d").await.unwrap().unwrap();
+        assert_eq!((info.version, info.content_hash.as_str()), (1, "h1"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interrupted_writes_are_rolled_back_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let index = with_walrus(dir.path(), "old").await;
             crash_mid_write(&index, "old", "h2", &["narwhal horn", "narwhal pods"]).await;
             crash_mid_write(&index, "new", "h1", &["narwhal songs", "narwhal diet"]).await;
 

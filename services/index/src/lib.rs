@@ -92,6 +92,35 @@ pub struct CollectionInfo {
     pub created_at_unix: i64,
 }
 
+/// The result of [`Index::check`]: a collection's catalog compared with both stores.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CollectionCheck {
+    pub collection: String,
+    /// Committed documents.
+    pub documents: u64,
+    /// Sum of their chunk counts, per the catalog.
+    pub catalog_chunks: u64,
+    /// Points in the vector store.
+    pub vector_points: u64,
+    /// Chunks in the lexical index.
+    pub lexical_chunks: u64,
+    /// Documents whose chunk count is wrong in a store: (id, expected, vector, lexical).
+    pub mismatched: Vec<(String, u64, u64, u64)>,
+    /// Documents with interrupted work (writing, deleting, garbage) awaiting recovery.
+    pub pending: u64,
+}
+
+impl CollectionCheck {
+    /// True when both stores hold exactly the committed documents' chunks: no document
+    /// missing chunks, no duplicates, no orphans, nothing pending.
+    pub fn is_consistent(&self) -> bool {
+        self.mismatched.is_empty()
+            && self.pending == 0
+            && self.vector_points == self.catalog_chunks
+            && self.lexical_chunks == self.catalog_chunks
+    }
+}
+
 /// One chunk of a document to write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewChunk {

@@ -364,8 +364,8 @@ async fn bad_input_gets_invalid_argument_and_the_server_keeps_serving() {
             "pdf",
         ),
         (
-            doc("latin1.txt", "text/plain", b"caf\xe9 cr\xe8me".to_vec()),
-            "utf-8",
+            doc("odd.txt", "text/plain", b"\xff\xfea\x00b".to_vec()),
+            "utf-16le",
         ),
         (doc("", "text/plain", "no id"), "document id"),
     ];
@@ -379,6 +379,24 @@ async fn bad_input_gets_invalid_argument_and_the_server_keeps_serving() {
             err.message()
         );
     }
+
+    // Text that is not UTF-8 is read as Latin-1, and the result says so.
+    let r = ingest
+        .ingest_document(doc(
+            "latin1.txt",
+            "text/plain",
+            b"Le caf\xe9 cr\xe8me du march\xe9 de Lunde".to_vec(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.text_encoding, "latin-1");
+    let hits = retrieve(&mut server.query_client().await, "café crème").await;
+    assert!(
+        hits.iter()
+            .any(|h| h.document_id == "latin1.txt" && h.text.contains("café crème")),
+        "{hits:?}"
+    );
 
     // One bad document in a stream fails alone; the others go in and keep their order.
     let requests = vec![
