@@ -88,7 +88,8 @@ pub struct Limits {
     /// Most pages a PDF may have. Default 2000.
     pub max_pages: usize,
     /// Most bytes a PDF's streams may decompress to: per stream while loading,
-    /// and in total over all page contents while extracting. Default 256 MiB.
+    /// and in total over all page contents, form XObjects and font maps while
+    /// extracting. Default 256 MiB.
     pub max_decompressed_bytes: usize,
     /// Most characters of extracted text. Default 20 million.
     pub max_extracted_chars: usize,

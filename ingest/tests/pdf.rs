@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_chunk_invariants, chunker, prose, tokenizer};
-use quire_ingest::testing::pdf_with_pages;
+use quire_ingest::testing::{CJK_FONT_CHARS, pdf_with_content, pdf_with_pages};
 use quire_ingest::{Error, Limits, MediaType, load};
 
 fn words(s: &str) -> String {
@@ -191,4 +191,278 @@ fn encrypted_pdf_needs_password_unless_the_user_password_is_empty() {
     let open = encrypt("");
     let doc = load_pdf(&open).unwrap();
     assert_eq!(words(&doc.text), "Confidential harbor report.");
+}
+
+/// The text of each page, by its span.
+fn page_texts(doc: &quire_ingest::Document) -> Vec<&str> {
+    doc.pages
+        .iter()
+        .map(|s| &doc.text[s.start..s.end])
+        .collect()
+}
+
+#[test]
+fn form_xobjects_are_followed_with_their_own_or_the_pages_resources() {
+    let page = "BT /F2 12 Tf 72 720 Td (Page text) Tj ET \
+                q 1 0 0 1 0 -20 cm /Fm1 Do Q \
+                /OwnForm Do \
+                /Img Do";
+    let forms = [
+        ("Fm1", "BT /F2 12 Tf 72 720 Td (Inherited resources) Tj ET"),
+        ("OwnForm", "BT /G2 12 Tf 72 684 Td (Own resources) Tj ET"),
+    ];
+    let doc = load_pdf(&pdf_with_content(&[page], &forms)).unwrap();
+    assert_eq!(doc.text, "Page text\nInherited resources\nOwn resources");
+    assert_eq!(doc.pages.len(), 1);
+    assert_eq!((doc.pages[0].start, doc.pages[0].end), (0, doc.text.len()));
+}
+
+#[test]
+fn forms_that_draw_themselves_or_nest_deeply_end() {
+    let mut forms: Vec<(String, String)> = vec![
+        (
+            "Loop".into(),
+            "BT /F2 12 Tf 72 740 Td (Loop) Tj ET /Loop Do".into(),
+        ),
+        (
+            "A".into(),
+            "BT /F2 12 Tf 72 720 Td (Alpha) Tj ET /B Do".into(),
+        ),
+        (
+            "B".into(),
+            "BT /F2 12 Tf 72 700 Td (Beta) Tj ET /A Do".into(),
+        ),
+    ];
+    for i in 0..30 {
+        forms.push((
+            format!("N{i}"),
+            format!(
+                "BT /F2 12 Tf 72 {} Td (L{i}) Tj ET /N{} Do",
+                680 - 20 * i,
+                i + 1
+            ),
+        ));
+    }
+    let forms: Vec<(&str, &str)> = forms
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.as_str()))
+        .collect();
+    let doc = load_pdf(&pdf_with_content(&["/Loop Do /A Do /N0 Do"], &forms)).unwrap();
+    let lines: Vec<&str> = doc.text.lines().collect();
+    assert_eq!(lines[..3], ["Loop", "Alpha", "Beta"], "{:?}", doc.text);
+    // Forms nest at most 12 deep: L0 to L11 are drawn, L12 is not.
+    let chain: Vec<String> = (0..12).map(|i| format!("L{i}")).collect();
+    assert_eq!(lines[3..], chain, "{:?}", doc.text);
+}
+
+#[test]
+fn glyphs_placed_one_by_one_make_words_and_gaps_make_spaces() {
+    // /F2 glyphs are 0.5 em wide and its space 0.25 em: at 10 pt a glyph
+    // advances 5 pt, and a gap wider than about 1.25 pt reads as a space.
+    let pages = [
+        // One Td per glyph, a wider step between the words.
+        "BT /F2 10 Tf 100 700 Td (p) Tj 5 0 Td (d) Tj 5 0 Td (f) Tj \
+         8 0 Td (t) Tj 5 0 Td (e) Tj 5 0 Td (s) Tj 5 0 Td (t) Tj ET",
+        // Kerning inside words, a wide TJ gap between them.
+        "BT /F2 10 Tf 100 700 Td [(w) 30 (o) -40 (r) (d) -350 (t) 20 (w) (o)] TJ ET",
+        // A text matrix per glyph, scaled text.
+        "BT /F2 1 Tf 10 0 0 10 100 700 Tm (a) Tj 10 0 0 10 105 700 Tm (b) Tj \
+         10 0 0 10 113 700 Tm (c) Tj ET",
+        // One word over two text objects on the same baseline.
+        "BT /F2 10 Tf 100 700 Td (hyph) Tj ET BT /F2 10 Tf 120 700 Td (en) Tj ET",
+        // A superscript stays on its line; a lower baseline is a new line.
+        "BT /F2 10 Tf 100 700 Td (x) Tj /F2 7 Tf 5 4 Td (2) Tj \
+         /F2 10 Tf 3.5 -4 Td (+1) Tj 0 -12 Td (next line) Tj ET",
+        // Helvetica without widths: estimated, still one space between words.
+        "BT /F1 10 Tf 100 700 Td (Hello) Tj 26 0 Td (world) Tj ET",
+        // Text drawn at the page's scale (cm) and word spacing (Tw) on the space.
+        "q 2 0 0 2 0 0 cm BT /F2 5 Tf 50 350 Td 3 Tw (spaced out) Tj ET Q",
+    ];
+    let doc = load_pdf(&pdf_with_content(&pages, &[])).unwrap();
+    assert_eq!(
+        page_texts(&doc),
+        [
+            "pdf test",
+            "word two",
+            "ab c",
+            "hyphen",
+            "x2+1\nnext line",
+            "Hello world",
+            "spaced out"
+        ]
+    );
+}
+
+#[test]
+fn type0_fonts_decode_two_byte_codes_through_tounicode() {
+    let pages = [
+        "BT /F3 12 Tf 72 700 Td <000100020003> Tj 0 -20 Td <0004000500060007> Tj ET",
+        // A map written with every target byte-swapped is read the right way round.
+        "BT /F4 12 Tf 72 700 Td <00010002000300010002> Tj ET",
+    ];
+    let doc = load_pdf(&pdf_with_content(&pages, &[])).unwrap();
+    let cjk: Vec<char> = CJK_FONT_CHARS.chars().collect();
+    let first: String = cjk[..3].iter().collect();
+    let second: String = cjk[3..7].iter().collect();
+    assert_eq!(
+        page_texts(&doc),
+        [format!("{first}\n{second}").as_str(), "Hi Hi"]
+    );
+}
+
+#[test]
+fn words_hyphenated_across_lines_are_joined_within_a_page() {
+    let pages = [
+        "A line that ends in an exam-\nple of hyphenation, a well-\nKnown name,\n\
+         a dash -\nafter a space, the years 2020-\n2021, and a last continu-",
+        "ation on the next page.",
+    ];
+    let doc = load_pdf(&pdf_with_pages(&pages)).unwrap();
+    assert_eq!(
+        page_texts(&doc),
+        [
+            "A line that ends in an example\nof hyphenation, a well-\nKnown name,\n\
+             a dash -\nafter a space, the years 2020-\n2021, and a last continu-",
+            "ation on the next page."
+        ]
+    );
+}
+
+#[test]
+fn running_headers_and_page_number_footers_are_dropped() {
+    let bodies = [
+        "Harbors shelter the long ships.\nThey sail at dawn.",
+        "The grey northern sea is cold.\nWinds blow from the east.",
+        "Fishermen mend their nets.\nGulls circle the masts.",
+        "The tide turns at noon.\nBoats return before dusk.",
+    ];
+    let pages: Vec<String> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| format!("ACME Harbor Report\n{body}\nPage {} of 4", i + 1))
+        .collect();
+    let pages: Vec<&str> = pages.iter().map(String::as_str).collect();
+    let doc = load_pdf(&pdf_with_pages(&pages)).unwrap();
+    assert_eq!(page_texts(&doc), bodies);
+    for (i, span) in doc.pages.iter().enumerate() {
+        assert_eq!(span.page as usize, i + 1);
+        assert_eq!(doc.page_at(span.start), Some(span.page));
+    }
+    assert!(!doc.text.contains("ACME") && !doc.text.contains("of 4"));
+
+    // A line first on only half the pages is not a running header.
+    let pages = [
+        "Draft\nOne body line.\nMore on one.",
+        "Draft\nTwo body line.\nMore on two.",
+        "Three body line.\nMore on three.",
+        "Four body line.\nMore on four.",
+    ];
+    let doc = load_pdf(&pdf_with_pages(&pages)).unwrap();
+    assert_eq!(doc.text.matches("Draft").count(), 2);
+
+    // Two pages are too few to tell a header from text.
+    let pages = ["Title\nFirst body.\nPage 1", "Title\nSecond body.\nPage 2"];
+    let doc = load_pdf(&pdf_with_pages(&pages)).unwrap();
+    assert_eq!(page_texts(&doc), pages);
+
+    // Pages holding nothing but the repeated lines keep them.
+    let pages = ["Same\nPage 1", "Same\nPage 2", "Same\nPage 3"];
+    let doc = load_pdf(&pdf_with_pages(&pages)).unwrap();
+    assert_eq!(page_texts(&doc), pages);
+}
+
+#[test]
+fn an_empty_owner_password_opens_a_pdf_that_has_a_user_password() {
+    use lopdf::{EncryptionState, EncryptionVersion, Permissions};
+
+    let mut doc =
+        lopdf::Document::load_mem(&pdf_with_pages(&["Quarterly harbor figures."])).unwrap();
+    let state = EncryptionState::try_from(EncryptionVersion::V2 {
+        document: &doc,
+        owner_password: "",
+        user_password: "user-secret",
+        key_length: 128,
+        permissions: Permissions::all(),
+    })
+    .unwrap();
+    doc.encrypt(&state).unwrap();
+    let mut bytes = Vec::new();
+    doc.save_to(&mut bytes).unwrap();
+    assert!(!bytes.windows(10).any(|w| w == b"harbor fig"));
+    let doc = load_pdf(&bytes).unwrap();
+    assert_eq!(words(&doc.text), "Quarterly harbor figures.");
+}
+
+#[test]
+fn hostile_content_streams_are_values_not_panics_or_hangs() {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let numbers = [
+        "0",
+        "-0",
+        "1",
+        "-1",
+        "12",
+        "0.0001",
+        "-1e38",
+        "3.4e38",
+        "99999999999999999999",
+        "-2147483649",
+        "1e-45",
+        "NaN",
+        "700",
+    ];
+    let ops = [
+        "q", "Q", "cm", "BT", "ET", "Tf", "Tc", "Tw", "Tz", "TL", "Ts", "Td", "TD", "Tm", "T*",
+        "Tj", "'", "\"", "TJ", "Do", "re", "f",
+    ];
+    let operands = [
+        "/F1",
+        "/F2",
+        "/F3",
+        "/F4",
+        "/G2",
+        "/Nope",
+        "/Loop",
+        "/Own",
+        "(text)",
+        "<0001000200>",
+        "<>",
+        "[(a) -500 (b) 1e30 <0003>]",
+        "[]",
+        "()",
+    ];
+    let forms = [
+        ("Loop", "BT /F2 9 Tf (loop) Tj ET /Loop Do /Own Do"),
+        ("Own", "BT /G2 9 Tf 1e30 0 Td (own) Tj ET /Loop Do"),
+    ];
+    let started = std::time::Instant::now();
+    for _ in 0..200 {
+        let mut content = String::new();
+        for _ in 0..(next() % 200) {
+            for _ in 0..(next() % 4) {
+                if next() % 2 == 0 {
+                    content.push_str(numbers[(next() as usize) % numbers.len()]);
+                } else {
+                    content.push_str(operands[(next() as usize) % operands.len()]);
+                }
+                content.push(' ');
+            }
+            content.push_str(ops[(next() as usize) % ops.len()]);
+            content.push('\n');
+        }
+        let pages = [content.as_str(), "BT /F2 12 Tf 72 700 Td (steady) Tj ET"];
+        let doc = load_pdf(&pdf_with_content(&pages, &forms)).unwrap();
+        assert!(page_texts(&doc)[1] == "steady", "{content}");
+    }
+    // Deep saves and many form calls stay cheap.
+    let deep = "q ".repeat(100_000) + &"/Loop Do ".repeat(20_000) + &"Q ".repeat(100_000);
+    let doc = load_pdf(&pdf_with_content(&[&deep], &forms)).unwrap();
+    assert!(doc.text.starts_with("loop"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }

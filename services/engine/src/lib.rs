@@ -78,6 +78,23 @@ pub struct IngestOutcome {
     /// How a text document was decoded (`utf-8`, `utf-16le`, `utf-16be`, `latin-1`);
     /// `None` for PDFs and for unchanged documents, which are not decoded.
     pub text_encoding: Option<&'static str>,
+    /// Where the time went (zero for stages an unchanged document skipped).
+    pub timings: StageTimings,
+}
+
+/// Time one ingest spent in each stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageTimings {
+    /// Waiting for an ingest slot (`ingest_workers`).
+    pub queue: Duration,
+    /// Decoding the bytes into text (PDF extraction, HTML parsing, ...).
+    pub parse: Duration,
+    /// Splitting into chunks.
+    pub chunk: Duration,
+    /// Embedding the chunks.
+    pub embed: Duration,
+    /// Writing both stores and the catalog, durably.
+    pub write: Duration,
 }
 
 /// The result of [`Engine::delete_documents`].
@@ -328,14 +345,20 @@ impl Engine {
                 chunks: existing.chunk_count,
                 content_hash,
                 text_encoding: None,
+                timings: StageTimings::default(),
             });
         }
 
+        let queued = Instant::now();
         let _permit = self
             .cpu
             .acquire()
             .await
             .map_err(|_| Error::Internal("engine is shutting down".into()))?;
+        let timings = StageTimings {
+            queue: queued.elapsed(),
+            ..StageTimings::default()
+        };
         let (embedder, chunker, limits) = (
             self.embedder.clone(),
             self.chunker.clone(),
@@ -343,14 +366,21 @@ impl Engine {
         );
         let size = doc.content.len() as u64;
         let content = doc.content;
-        let (loaded_title, encoding, chunks) = blocking(move || {
+        let (loaded_title, encoding, chunks, t) = blocking(move || {
+            let mut t = timings;
+            let clock = Instant::now();
             let loaded = quire_ingest::load(&content, media, &limits)?;
+            t.parse = clock.elapsed();
+            let clock = Instant::now();
             let chunks = chunker.chunk(&loaded, media);
+            t.chunk = clock.elapsed();
             if chunks.is_empty() {
                 return Err(quire_ingest::Error::Empty.into());
             }
             let texts: Vec<&str> = chunks.iter().map(|c| c.indexed_text.as_str()).collect();
+            let clock = Instant::now();
             let vectors = embedder.embed(&texts)?;
+            t.embed = clock.elapsed();
             let chunks: Vec<NewChunk> = chunks
                 .into_iter()
                 .zip(vectors)
@@ -364,10 +394,11 @@ impl Engine {
                     vector,
                 })
                 .collect();
-            Ok((loaded.title, loaded.encoding, chunks))
+            Ok((loaded.title, loaded.encoding, chunks, t))
         })
         .await?;
         drop(_permit);
+        let mut timings = t;
 
         let new_doc = NewDocument {
             id: doc.id,
@@ -377,7 +408,9 @@ impl Engine {
             bytes: size,
             metadata: doc.metadata,
         };
+        let clock = Instant::now();
         let outcome = self.index.put_document(collection, new_doc, chunks).await?;
+        timings.write = clock.elapsed();
         let (status, version, chunks) = match outcome {
             PutOutcome::Created { version, chunks } => (IngestStatus::Created, version, chunks),
             PutOutcome::Replaced { version, chunks } => (IngestStatus::Replaced, version, chunks),
@@ -390,6 +423,7 @@ impl Engine {
             chunks,
             content_hash,
             text_encoding: encoding.map(|e| e.label()),
+            timings,
         })
     }
 

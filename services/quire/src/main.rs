@@ -1,5 +1,6 @@
 //! `quire`: one binary for the ingest and query services and their command-line clients.
 
+mod bench;
 mod client;
 mod config;
 mod extract;
@@ -47,6 +48,11 @@ enum Command {
     },
     /// Prints the configuration in effect, as TOML.
     Config(EngineArgs),
+    /// Throughput benchmarks on a real corpus.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
     /// Extracts documents locally, without a server, and prints their text or a summary line.
     Extract(extract::ExtractArgs),
 }
@@ -127,7 +133,19 @@ impl EngineArgs {
     }
 }
 
+/// Tensor buffers are large and short-lived: by default glibc maps each one fresh and unmaps it
+/// on free, so every forward pass pays page faults on zeroed pages. Serve them from the heap.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("QUIRE_LOG")
@@ -192,6 +210,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench { command } => bench::run(&cfg.engine, command).await,
         Command::Extract(args) => extract::run(&cfg.engine, args),
         Command::Ingest(args) => client::ingest(&cfg.endpoint, args).await,
         Command::Ask(args) => client::ask(&cfg.endpoint, args).await,

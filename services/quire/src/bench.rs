@@ -1,0 +1,244 @@
+//! `quire bench`: throughput measurements on a real corpus (a BEIR directory such as SciFact).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use quire_engine::{Engine, EngineConfig, IncomingDocument, StageTimings};
+use quire_models::Embedder;
+use serde::Deserialize;
+
+use crate::BoxError;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Embedding throughput of the embedder alone, in tokens/s.
+    Embed(EmbedArgs),
+    /// Whole-pipeline ingest throughput (parse, chunk, embed, write) into a fresh data
+    /// directory, with the time split by stage and the peak memory.
+    Ingest(IngestBenchArgs),
+}
+
+#[derive(Args)]
+pub struct IngestBenchArgs {
+    /// BEIR directory holding `corpus.jsonl` or `corpus.jsonl.gz`; each document is its title
+    /// and text, as plain text.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Model directory.
+    #[arg(long, env = "QUIRE_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// Documents to ingest, from the start of the corpus.
+    #[arg(long, default_value_t = 1000)]
+    docs: usize,
+    /// Documents in flight at once (the engine runs `ingest_workers` of them on the CPU).
+    #[arg(long, default_value_t = 8)]
+    in_flight: usize,
+}
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    /// BEIR directory holding `corpus.jsonl` or `corpus.jsonl.gz`.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Model directory.
+    #[arg(long, env = "QUIRE_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// Documents (abstracts) to embed, from the start of the corpus.
+    #[arg(long, default_value_t = 512)]
+    docs: usize,
+    /// Timed rounds; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Token budgets of one forward pass to compare (texts × padded length).
+    #[arg(long, value_delimiter = ',', default_value = "8192,16384")]
+    batch_tokens: Vec<usize>,
+}
+
+/// One corpus line; other fields are ignored.
+#[derive(Deserialize)]
+pub struct BeirDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub text: String,
+}
+
+/// Reads up to `limit` documents of a BEIR corpus, in file order.
+pub fn read_corpus(dir: &Path, limit: usize) -> Result<Vec<BeirDoc>, BoxError> {
+    let plain = dir.join("corpus.jsonl");
+    let reader: Box<dyn BufRead> = if plain.exists() {
+        Box::new(BufReader::new(std::fs::File::open(&plain)?))
+    } else {
+        let gz = dir.join("corpus.jsonl.gz");
+        let file = std::fs::File::open(&gz).map_err(|e| format!("{}: {e}", gz.display()))?;
+        Box::new(BufReader::new(flate2::read::GzDecoder::new(file)))
+    };
+    let mut docs = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        if docs.len() >= limit {
+            break;
+        }
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let doc: BeirDoc =
+            serde_json::from_str(&line).map_err(|e| format!("corpus line {}: {e}", n + 1))?;
+        docs.push(doc);
+    }
+    Ok(docs)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub async fn run(config: &EngineConfig, command: BenchCommand) -> Result<ExitCode, BoxError> {
+    match command {
+        BenchCommand::Embed(args) => embed(&config.model_dir, args),
+        BenchCommand::Ingest(args) => ingest(config, args).await,
+    }
+}
+
+/// Peak resident memory of this process so far (VmHWM), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+async fn ingest(config: &EngineConfig, args: IngestBenchArgs) -> Result<ExitCode, BoxError> {
+    use futures::StreamExt;
+    let docs = read_corpus(&args.corpus, args.docs)?;
+    let data_dir = std::env::temp_dir().join(format!("quire-bench-{}", std::process::id()));
+    let config = EngineConfig {
+        data_dir: data_dir.clone(),
+        model_dir: args.model_dir.unwrap_or_else(|| config.model_dir.clone()),
+        ..config.clone()
+    };
+    let workers = config.ingest_workers;
+    let engine = Engine::open(config).await?;
+    let bytes: usize = docs.iter().map(|d| d.title.len() + d.text.len() + 2).sum();
+    println!(
+        "quire ingest: {} documents ({:.1} MB) from {}, {} in flight, {workers} ingest workers",
+        docs.len(),
+        bytes as f64 / 1e6,
+        args.corpus.display(),
+        args.in_flight
+    );
+    let started = Instant::now();
+    let results: Vec<_> = futures::stream::iter(docs)
+        .map(|d| {
+            let engine = &engine;
+            async move {
+                let doc = IncomingDocument {
+                    id: d.id,
+                    media_type: "text/plain".into(),
+                    content: format!("{}\n\n{}", d.title, d.text).into_bytes(),
+                    title: Some(d.title).filter(|t| !t.is_empty()),
+                    metadata: Default::default(),
+                };
+                engine.ingest("bench", doc).await
+            }
+        })
+        .buffer_unordered(args.in_flight.max(1))
+        .collect()
+        .await;
+    let wall = started.elapsed().as_secs_f64();
+    let (mut ok, mut failed, mut chunks) = (0usize, 0usize, 0u64);
+    let mut t = StageTimings::default();
+    for r in results {
+        match r {
+            Ok(o) => {
+                ok += 1;
+                chunks += u64::from(o.chunks);
+                t.queue += o.timings.queue;
+                t.parse += o.timings.parse;
+                t.chunk += o.timings.chunk;
+                t.embed += o.timings.embed;
+                t.write += o.timings.write;
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("failed: {e}");
+            }
+        }
+    }
+    let work = (t.parse + t.chunk + t.embed + t.write)
+        .as_secs_f64()
+        .max(1e-9);
+    println!(
+        "ingested {ok} documents ({failed} failed), {chunks} chunks in {wall:.1} s: \
+         {:.2} docs/s, {:.2} chunks/s",
+        ok as f64 / wall,
+        chunks as f64 / wall
+    );
+    println!("stage time, summed over documents (stages of different documents overlap):");
+    for (name, d) in [
+        ("parse", t.parse),
+        ("chunk", t.chunk),
+        ("embed", t.embed),
+        ("write", t.write),
+    ] {
+        let secs = d.as_secs_f64();
+        println!("  {name:<6} {secs:>9.2} s  {:>5.1}%", 100.0 * secs / work);
+    }
+    println!(
+        "  (waiting for an ingest slot: {:.2} s)",
+        t.queue.as_secs_f64()
+    );
+    if let Some(mib) = peak_rss_mib() {
+        println!("peak memory (VmHWM): {mib:.0} MiB");
+    }
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn embed(default_model_dir: &Path, args: EmbedArgs) -> Result<ExitCode, BoxError> {
+    let model_dir = args
+        .model_dir
+        .unwrap_or_else(|| default_model_dir.to_path_buf());
+    let docs = read_corpus(&args.corpus, args.docs)?;
+    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    let mut embedder = Embedder::load(&model_dir)?;
+    let tokens: usize = embedder.token_counts(&texts)?.iter().sum();
+    println!(
+        "quire embed: {} texts, {tokens} tokens (truncated at {}), {} threads",
+        texts.len(),
+        embedder.max_tokens(),
+        candle_core::utils::get_num_threads()
+    );
+    embedder.embed(&texts[..texts.len().min(32)])?; // warm-up
+    for budget in args.batch_tokens {
+        embedder = embedder.with_batch_tokens(budget);
+        let mut rates = Vec::new();
+        for round in 0..args.rounds {
+            let t = Instant::now();
+            embedder.embed(&texts)?;
+            let secs = t.elapsed().as_secs_f64();
+            rates.push(tokens as f64 / secs);
+            println!(
+                "  batch_tokens {budget:>6} round {}: {secs:.2} s, {:.0} tokens/s",
+                round + 1,
+                tokens as f64 / secs
+            );
+        }
+        println!(
+            "quire batch_tokens={budget}: median {:.0} tokens/s",
+            median(rates)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
