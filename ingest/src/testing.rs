@@ -6,6 +6,16 @@ use lopdf::{Dictionary, Object, Stream, StringFormat};
 /// Characters per line before a page's text wraps to a new `Tj` line.
 const WRAP: usize = 80;
 
+/// Adds a page object with `content` as its content stream; returns a reference to it.
+fn add_page(doc: &mut lopdf::Document, pages_id: lopdf::ObjectId, content: Vec<u8>) -> Object {
+    let content_id = doc.add_object(Stream::new(Dictionary::new(), content));
+    let mut page = Dictionary::new();
+    page.set("Type", Object::Name(b"Page".to_vec()));
+    page.set("Parent", Object::Reference(pages_id));
+    page.set("Contents", Object::Reference(content_id));
+    Object::Reference(doc.add_object(page))
+}
+
 /// A simple font dictionary with WinAnsiEncoding.
 fn win_ansi_font(subtype: &[u8], base_font: &[u8]) -> Dictionary {
     let mut font = Dictionary::new();
@@ -50,12 +60,7 @@ pub fn pdf_with_pages(pages: &[&str]) -> Vec<u8> {
         }
         ops.push(Operation::new("ET", vec![]));
         let content = Content { operations: ops }.encode().unwrap_or_default();
-        let content_id = doc.add_object(Stream::new(Dictionary::new(), content));
-        let mut page = Dictionary::new();
-        page.set("Type", Object::Name(b"Page".to_vec()));
-        page.set("Parent", Object::Reference(pages_id));
-        page.set("Contents", Object::Reference(content_id));
-        kids.push(Object::Reference(doc.add_object(page)));
+        kids.push(add_page(&mut doc, pages_id, content));
     }
     finish(&mut doc, pages_id, kids, resources_id)
 }
@@ -163,13 +168,7 @@ pub fn pdf_with_content(pages: &[&str], forms: &[(&str, &str)]) -> Vec<u8> {
 
     let mut kids = Vec::new();
     for content in pages {
-        let content_id =
-            doc.add_object(Stream::new(Dictionary::new(), content.as_bytes().to_vec()));
-        let mut page = Dictionary::new();
-        page.set("Type", Object::Name(b"Page".to_vec()));
-        page.set("Parent", Object::Reference(pages_id));
-        page.set("Contents", Object::Reference(content_id));
-        kids.push(Object::Reference(doc.add_object(page)));
+        kids.push(add_page(&mut doc, pages_id, content.as_bytes().to_vec()));
     }
     finish(&mut doc, pages_id, kids, resources_id)
 }

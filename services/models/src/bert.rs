@@ -41,6 +41,17 @@ fn fast_exp(x: f32) -> f32 {
     p * f32::from_bits(k_bits)
 }
 
+/// The f32 values a custom op reads: contiguous CPU storage only.
+fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: f32 input expected");
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) if end <= data.len() => Ok(&data[start..end]),
+        _ => candle_core::bail!("{op}: contiguous input expected"),
+    }
+}
+
 /// Softmax over the last dimension, rows in parallel, with [`fast_exp`]. CPU and f32 only.
 struct Softmax;
 
@@ -50,13 +61,7 @@ impl CustomOp1 for Softmax {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("softmax: f32 input expected");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("softmax: contiguous input expected");
-        };
-        let src = &data[start..end];
+        let src = contiguous_f32(storage, layout, "softmax")?;
         let cols = layout.dims().last().copied().unwrap_or(0);
         if cols == 0 || src.len() % cols != 0 {
             candle_core::bail!("softmax: bad shape {:?}", layout.dims());
@@ -115,13 +120,7 @@ impl CustomOp1 for BiasGelu {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("bias-gelu: f32 input expected");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("bias-gelu: contiguous input expected");
-        };
-        let src = &data[start..end];
+        let src = contiguous_f32(storage, layout, "bias-gelu")?;
         let cols = self.bias.len();
         if cols == 0 || src.len() % cols != 0 {
             candle_core::bail!("bias-gelu: bias of {cols} does not divide {}", src.len());
