@@ -48,6 +48,10 @@ enum Command {
     },
     /// Prints the configuration in effect, as TOML.
     Config(EngineArgs),
+    /// Opens a data directory (recovering interrupted work, as `serve` does) and checks every
+    /// collection's catalog against both stores. Exits non-zero on any inconsistency. Run it
+    /// while no server uses the directory.
+    Check(EngineArgs),
     /// Throughput benchmarks on a real corpus.
     Bench {
         #[command(subcommand)]
@@ -210,12 +214,46 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Check(args) => check(&args.apply(cfg).engine.data_dir).await,
         Command::Bench { command } => bench::run(&cfg.engine, command).await,
         Command::Extract(args) => extract::run(&cfg.engine, args),
         Command::Ingest(args) => client::ingest(&cfg.endpoint, args).await,
         Command::Ask(args) => client::ask(&cfg.endpoint, args).await,
         Command::Search(args) => client::search(&cfg.endpoint, args).await,
     }
+}
+
+async fn check(data_dir: &std::path::Path) -> Result<ExitCode, BoxError> {
+    let index = quire_index::Index::open(data_dir).await?;
+    let mut consistent = true;
+    for c in index.list_collections().await? {
+        let r = index.check(&c.name).await?;
+        println!(
+            "{}: {} documents, {} chunks in the catalog, {} vectors, {} lexical chunks, \
+             {} mismatched, {} pending: {}",
+            r.collection,
+            r.documents,
+            r.catalog_chunks,
+            r.vector_points,
+            r.lexical_chunks,
+            r.mismatched.len(),
+            r.pending,
+            if r.is_consistent() {
+                "ok"
+            } else {
+                "INCONSISTENT"
+            }
+        );
+        for (id, want, v, l) in &r.mismatched {
+            println!("  {id}: expected {want} chunks, vector store {v}, lexical {l}");
+        }
+        consistent &= r.is_consistent();
+    }
+    Ok(if consistent {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn serve(cfg: Config, preload_llm: bool) -> Result<(), BoxError> {
