@@ -483,16 +483,7 @@ impl Engine {
             return Err(Error::InvalidArgument("the query is empty".into()));
         }
         let info = self.index.collection(collection).await?;
-        let spec = self.spec();
-        if info.embedding_model != spec.embedding_model || info.dimension != spec.dimension {
-            return Err(Error::Index(quire_index::Error::ModelMismatch {
-                collection: collection.to_string(),
-                existing_model: info.embedding_model,
-                existing_dimension: info.dimension,
-                requested_model: spec.embedding_model,
-                requested_dimension: spec.dimension,
-            }));
-        }
+        self.spec().check(&info)?;
         let rrf_k = rrf_k.filter(|k| *k > 0.0).unwrap_or(self.config.rrf_k);
         if !rrf_k.is_finite() {
             return Err(Error::InvalidArgument(

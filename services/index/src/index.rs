@@ -362,20 +362,7 @@ impl Index {
     ) -> Result<CollectionInfo> {
         loop {
             match self.collection(name).await {
-                Ok(info) => {
-                    if info.embedding_model != spec.embedding_model
-                        || info.dimension != spec.dimension
-                    {
-                        return Err(Error::ModelMismatch {
-                            collection: name.to_string(),
-                            existing_model: info.embedding_model,
-                            existing_dimension: info.dimension,
-                            requested_model: spec.embedding_model,
-                            requested_dimension: spec.dimension,
-                        });
-                    }
-                    return Ok(info);
-                }
+                Ok(info) => return spec.check(&info).map(|()| info),
                 Err(Error::CollectionNotFound(_)) => {
                     match self.create_collection(name, spec.clone()).await {
                         Err(Error::CollectionExists(_)) => continue, // lost a race; re-check
@@ -970,6 +957,21 @@ mod tests {
         }
     }
 
+    /// Texts of the chunks retrieval returns for `query` in collection `c` (both retrievers).
+    async fn visible_texts(index: &Index, query: &str) -> Vec<String> {
+        let hits = index
+            .retrieve(
+                "c",
+                query,
+                &[0.0, 1.0],
+                &RetrieveParams::default(),
+                &Filter::default(),
+            )
+            .await
+            .unwrap();
+        hits.into_iter().map(|h| h.chunk.text).collect()
+    }
+
     /// An index in `dir` with collection `c` holding document `id` (v1, hash h1, one chunk).
     async fn with_walrus(dir: &Path, id: &str) -> Index {
         let index = Index::open(dir).await.unwrap();
@@ -1082,18 +1084,10 @@ mod tests {
                 .unwrap();
             assert!(!index.check("c").await.unwrap().is_consistent());
             // Only the new version is visible, even before recovery.
-            let hits = index
-                .retrieve(
-                    "c",
-                    "walrus narwhal",
-                    &[0.0, 1.0],
-                    &RetrieveParams::default(),
-                    &Filter::default(),
-                )
-                .await
-                .unwrap();
-            let t: Vec<_> = hits.iter().map(|h| h.chunk.text.as_str()).collect();
-            assert_eq!(t, vec!["narwhal horn"]);
+            assert_eq!(
+                visible_texts(&index, "walrus narwhal").await,
+                vec!["narwhal horn"]
+            );
         }
         let index = Index::open(dir.path()).await.unwrap();
         let check = index.check("c").await.unwrap();
@@ -1131,18 +1125,10 @@ mod tests {
             crash_mid_write(&index, "new", "h1", &["narwhal songs", "narwhal diet"]).await;
 
             // Half-written versions are never visible, even before recovery.
-            let hits = index
-                .retrieve(
-                    "c",
-                    "narwhal walrus",
-                    &[0.0, 1.0],
-                    &RetrieveParams::default(),
-                    &Filter::default(),
-                )
-                .await
-                .unwrap();
-            let t: Vec<_> = hits.iter().map(|h| h.chunk.text.as_str()).collect();
-            assert_eq!(t, vec!["walrus tusks"]);
+            assert_eq!(
+                visible_texts(&index, "narwhal walrus").await,
+                vec!["walrus tusks"]
+            );
             assert_eq!(index.chunk_counts("c", "old").await.unwrap(), (3, 2));
         }
 
@@ -1158,18 +1144,10 @@ mod tests {
         // New document: removed entirely.
         assert_eq!(index.chunk_counts("c", "new").await.unwrap(), (0, 0));
         assert!(index.catalog.document("c", "new").unwrap().is_none());
-        let hits = index
-            .retrieve(
-                "c",
-                "narwhal walrus",
-                &[0.0, 1.0],
-                &RetrieveParams::default(),
-                &Filter::default(),
-            )
-            .await
-            .unwrap();
-        let t: Vec<_> = hits.iter().map(|h| h.chunk.text.as_str()).collect();
-        assert_eq!(t, vec!["walrus tusks"]);
+        assert_eq!(
+            visible_texts(&index, "narwhal walrus").await,
+            vec!["walrus tusks"]
+        );
         // And the document can be written again.
         let out = index
             .put_document(

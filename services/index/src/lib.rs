@@ -79,6 +79,22 @@ pub struct CollectionSpec {
     pub dimension: u32,
 }
 
+impl CollectionSpec {
+    /// `Ok` when `info` was made for this model and dimension, else [`Error::ModelMismatch`].
+    pub fn check(&self, info: &CollectionInfo) -> Result<()> {
+        if info.embedding_model == self.embedding_model && info.dimension == self.dimension {
+            return Ok(());
+        }
+        Err(Error::ModelMismatch {
+            collection: info.name.clone(),
+            existing_model: info.embedding_model.clone(),
+            existing_dimension: info.dimension,
+            requested_model: self.embedding_model.clone(),
+            requested_dimension: self.dimension,
+        })
+    }
+}
+
 /// A collection and its current size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CollectionInfo {

@@ -183,7 +183,8 @@ struct Layer {
     ln1: Norm,
     up_w: Tensor,
     up_b: Tensor,
-    up_b_host: Vec<f32>,
+    /// The same bias, host-side, for the fused CPU kernel.
+    up_act: BiasGelu,
     down: Linear,
     ln2: Norm,
 }
@@ -241,7 +242,9 @@ impl Bert {
                 qkv,
                 out: Linear::load(l.pp("attention.output.dense"), h, h)?,
                 ln1: Norm::load(l.pp("attention.output.LayerNorm"), h, cfg.layer_norm_eps)?,
-                up_b_host: up.b.to_vec1::<f32>()?,
+                up_act: BiasGelu {
+                    bias: up.b.to_vec1::<f32>()?,
+                },
                 up_w: up.w,
                 up_b: up.b,
                 down: Linear::load(l.pp("output.dense"), inter, h)?,
@@ -263,9 +266,7 @@ impl Bert {
     fn bias_gelu(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
         let y = x.matmul(&layer.up_w)?;
         if self.cpu && y.dtype() == DType::F32 {
-            y.apply_op1_no_bwd(&BiasGelu {
-                bias: layer.up_b_host.clone(),
-            })
+            y.apply_op1_no_bwd(&layer.up_act)
         } else {
             y.broadcast_add(&layer.up_b)?.gelu_erf()
         }
