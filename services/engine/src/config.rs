@@ -15,6 +15,10 @@ pub struct EngineConfig {
     pub model_dir: PathBuf,
     /// LLM used by `Ask`: `qwen2.5-1.5b` (default) or `smollm2-135m`.
     pub llm: String,
+    /// A Hugging Face model directory (config.json, safetensors, tokenizer.json, chat
+    /// template) of a `qwen2` or `llama` model, used by `Ask` instead of `llm`. It runs in
+    /// bf16 on a GPU (feature `cuda`), f32 on the CPU. Default: none.
+    pub llm_dir: Option<PathBuf>,
     /// Chunk size in embedding-model tokens. Default: 200.
     pub chunk_tokens: usize,
     /// Overlap between consecutive chunks, in embedding-model tokens. Default: 32.
@@ -53,6 +57,7 @@ impl Default for EngineConfig {
             data_dir: PathBuf::from("quire-data"),
             model_dir: quire_models::default_model_dir(),
             llm: LlmChoice::default().to_string(),
+            llm_dir: None,
             chunk_tokens: 200,
             chunk_overlap_tokens: 32,
             max_document_bytes: 64 << 20,

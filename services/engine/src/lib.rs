@@ -270,9 +270,14 @@ impl Engine {
             .generator
             .get_or_try_init(|| async {
                 let dir = self.config.model_dir.clone();
+                let hf_dir = self.config.llm_dir.clone();
                 let llm = self.llm;
                 let started = Instant::now();
-                let g = blocking(move || Generator::load(&dir, llm).map_err(Error::from)).await?;
+                let g = blocking(move || match hf_dir {
+                    Some(hf) => Generator::load_dir(&hf).map_err(Error::from),
+                    None => Generator::load(&dir, llm).map_err(Error::from),
+                })
+                .await?;
                 info!(
                     model = g.name(),
                     took_ms = started.elapsed().as_millis() as u64,

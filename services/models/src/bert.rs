@@ -183,8 +183,8 @@ struct Layer {
     ln1: Norm,
     up_w: Tensor,
     up_b: Tensor,
-    /// The same bias, host-side, for the fused CPU kernel.
-    up_act: BiasGelu,
+    /// The same bias, host-side, for the fused CPU kernel (f32 on the CPU only).
+    up_act: Option<BiasGelu>,
     down: Linear,
     ln2: Norm,
 }
@@ -198,7 +198,9 @@ pub(crate) struct Bert {
     layers: Vec<Layer>,
     heads: usize,
     hidden: usize,
-    cpu: bool,
+    /// f32 on the CPU: the fused kernels of this module apply. Elsewhere candle's own ops run
+    /// (CUDA, or other precisions).
+    fused_cpu: bool,
 }
 
 impl Bert {
@@ -226,6 +228,7 @@ impl Bert {
             .get(0)?;
         let emb_ln = Norm::load(emb.pp("LayerNorm"), h, cfg.layer_norm_eps)?;
         let scale = 1.0 / (head_dim as f64).sqrt();
+        let fused_cpu = matches!(vb.device(), Device::Cpu) && vb.dtype() == DType::F32;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let l = vb.pp(format!("encoder.layer.{i}"));
@@ -242,8 +245,12 @@ impl Bert {
                 qkv,
                 out: Linear::load(l.pp("attention.output.dense"), h, h)?,
                 ln1: Norm::load(l.pp("attention.output.LayerNorm"), h, cfg.layer_norm_eps)?,
-                up_act: BiasGelu {
-                    bias: up.b.to_vec1::<f32>()?,
+                up_act: if fused_cpu {
+                    Some(BiasGelu {
+                        bias: up.b.to_vec1::<f32>()?,
+                    })
+                } else {
+                    None
                 },
                 up_w: up.w,
                 up_b: up.b,
@@ -259,16 +266,15 @@ impl Bert {
             layers,
             heads: cfg.num_attention_heads,
             hidden: h,
-            cpu: matches!(vb.device(), Device::Cpu),
+            fused_cpu,
         })
     }
 
     fn bias_gelu(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
         let y = x.matmul(&layer.up_w)?;
-        if self.cpu && y.dtype() == DType::F32 {
-            y.apply_op1_no_bwd(&layer.up_act)
-        } else {
-            y.broadcast_add(&layer.up_b)?.gelu_erf()
+        match &layer.up_act {
+            Some(op) if self.fused_cpu => y.apply_op1_no_bwd(op),
+            _ => y.broadcast_add(&layer.up_b)?.gelu_erf(),
         }
     }
 
@@ -288,7 +294,11 @@ impl Bert {
             .broadcast_add(&self.token_type0)?;
         let mut x = self.emb_ln.forward(&x.reshape((rows, h))?)?;
         // 0 where attended, a large negative number where padded: (n, 1, 1, seq).
-        let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e30)?.reshape((n, 1, 1, seq))?;
+        // In f16 the product overflows to -inf, which softmax also maps to 0: every row
+        // keeps [CLS], so no row is all -inf.
+        let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e30)?
+            .to_dtype(x.dtype())?
+            .reshape((n, 1, 1, seq))?;
         for layer in &self.layers {
             let qkv = layer
                 .qkv
@@ -298,7 +308,7 @@ impl Bert {
                 .contiguous()?; // (3, n, heads, seq, d)
             let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
             let scores = q.matmul(&k.t()?)?.broadcast_add(&bias)?;
-            let probs = if self.cpu {
+            let probs = if self.fused_cpu {
                 scores.apply_op1_no_bwd(&Softmax)?
             } else {
                 candle_nn::ops::softmax_last_dim(&scores)?

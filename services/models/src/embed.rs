@@ -21,14 +21,108 @@ pub const DEFAULT_BATCH_TOKENS: usize = 32 * MAX_TOKENS;
 /// A sentence embedder (all-MiniLM-L6-v2): mean pooling over the attention mask, then L2
 /// normalisation, exactly as sentence-transformers does. `Send + Sync`; `embed` takes `&self`.
 pub struct Embedder {
-    model: Bert,
+    model: EmbeddingModel,
     /// Truncates at [`MAX_TOKENS`], no padding.
     embed_tokenizer: Tokenizer,
     /// No truncation, no padding: for sizing chunks.
     tokenizer: Tokenizer,
+    batch_tokens: usize,
+}
+
+/// The BERT encoder with sentence-transformers' pooling: token ids in, unit vectors out.
+/// Runs on [`crate::select_device`] in [`model_dtype`]'s precision.
+pub struct EmbeddingModel {
+    bert: Bert,
     dimension: usize,
     device: Device,
-    batch_tokens: usize,
+    dtype: DType,
+}
+
+/// The precision models run in on `device`: f32 on the CPU, bf16 on a GPU (Hopper and
+/// Ampere run bf16 matrix products at full rate; f32 would be emulated at a fraction).
+pub fn model_dtype(device: &Device) -> DType {
+    if device.is_cpu() {
+        DType::F32
+    } else {
+        DType::BF16
+    }
+}
+
+impl EmbeddingModel {
+    /// Loads a BERT encoder from a Hugging Face `config.json` and `model.safetensors` onto
+    /// `device`, converting the weights to `dtype`.
+    pub fn load(
+        config_path: &Path,
+        weights_path: &Path,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<EmbeddingModel, Error> {
+        let config_text = std::fs::read_to_string(config_path)
+            .map_err(|e| Error::Load(format!("{}: {e}", config_path.display())))?;
+        let config: Config = serde_json::from_str(&config_text)
+            .map_err(|e| Error::Load(format!("{}: {e}", config_path.display())))?;
+        // SAFETY: the safetensors file is memory-mapped read-only; quire never writes model
+        // files while they are loaded, and fetch replaces packages by renaming directories.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights_path], dtype, device) }
+            .map_err(Error::load)?;
+        let bert = Bert::load(vb, &config).map_err(Error::load)?;
+        Ok(EmbeddingModel {
+            bert,
+            dimension: config.hidden_size,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// Length of every vector this model returns.
+    pub fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The precision of the forward pass (pooling and normalisation run in f32).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Embeds `n` sequences of `seq` tokens: `ids` and `mask` (1 for a token, 0 for padding)
+    /// are row-major `n × seq`. Returns one unit-norm vector per sequence, in order, after
+    /// the device has finished.
+    pub fn embed_ids(
+        &self,
+        ids: Vec<u32>,
+        mask: Vec<u32>,
+        n: usize,
+        seq: usize,
+    ) -> Result<Vec<Vec<f32>>, Error> {
+        if ids.len() != n * seq || mask.len() != n * seq {
+            return Err(Error::Inference(format!(
+                "embed_ids: {} ids and {} mask values for {n} x {seq}",
+                ids.len(),
+                mask.len()
+            )));
+        }
+        let run = || -> candle_core::Result<Vec<Vec<f32>>> {
+            let ids = Tensor::from_vec(ids, (n, seq), &self.device)?;
+            let mask = Tensor::from_vec(mask, (n, seq), &self.device)?;
+            let hidden = self.bert.forward(&ids, &mask)?.to_dtype(DType::F32)?; // (n, seq, dim)
+            let mask_f = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, seq, 1)
+            let summed = hidden.broadcast_mul(&mask_f)?.sum(1)?; // (n, dim)
+            let counts = mask_f.sum(1)?.clamp(1e-9f32, f32::MAX)?; // (n, 1)
+            let mean = summed.broadcast_div(&counts)?;
+            let norms = mean
+                .sqr()?
+                .sum_keepdim(1)?
+                .sqrt()?
+                .clamp(1e-12f32, f32::MAX)?;
+            mean.broadcast_div(&norms)?.to_vec2::<f32>()
+        };
+        run().map_err(Error::inference)
+    }
 }
 
 impl Embedder {
@@ -53,12 +147,6 @@ impl Embedder {
         let tokenizer_path = file("tokenizer.json")?;
         let weights_path = file("model.safetensors")?;
 
-        let config_text = std::fs::read_to_string(&config_path)
-            .map_err(|e| Error::Load(format!("{}: {e}", config_path.display())))?;
-        let config: Config = serde_json::from_str(&config_text)
-            .map_err(|e| Error::Load(format!("{}: {e}", config_path.display())))?;
-        let dimension = config.hidden_size;
-
         let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
             .map_err(|e| Error::Load(format!("{}: {e}", tokenizer_path.display())))?;
         tokenizer.with_padding(None);
@@ -74,18 +162,12 @@ impl Embedder {
             .map_err(Error::tokenizer)?;
 
         let device = crate::select_device();
-        // SAFETY: the safetensors file is memory-mapped read-only; quire never writes model
-        // files while they are loaded, and fetch replaces packages by renaming directories.
-        let vb =
-            unsafe { VarBuilder::from_mmaped_safetensors(&[weights_path], DType::F32, &device) }
-                .map_err(Error::load)?;
-        let model = Bert::load(vb, &config).map_err(Error::load)?;
+        let model =
+            EmbeddingModel::load(&config_path, &weights_path, &device, model_dtype(&device))?;
         Ok(Embedder {
             model,
             embed_tokenizer,
             tokenizer,
-            dimension,
-            device,
             batch_tokens: DEFAULT_BATCH_TOKENS,
         })
     }
@@ -113,7 +195,12 @@ impl Embedder {
 
     /// Length of every vector [`Embedder::embed`] returns (384).
     pub fn dimension(&self) -> usize {
-        self.dimension
+        self.model.dimension()
+    }
+
+    /// The encoder and pooling, for callers that tokenize themselves.
+    pub fn model(&self) -> &EmbeddingModel {
+        &self.model
     }
 
     /// Tokens per text that are embedded, [CLS] and [SEP] included (256); the rest of a longer
@@ -186,22 +273,7 @@ impl Embedder {
                 mask[base + j] = 1;
             }
         }
-        let run = || -> candle_core::Result<Vec<Vec<f32>>> {
-            let ids = Tensor::from_vec(ids, (n, seq_len), &self.device)?;
-            let mask = Tensor::from_vec(mask, (n, seq_len), &self.device)?;
-            let hidden = self.model.forward(&ids, &mask)?; // (n, seq, dim)
-            let mask_f = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, seq, 1)
-            let summed = hidden.broadcast_mul(&mask_f)?.sum(1)?; // (n, dim)
-            let counts = mask_f.sum(1)?.clamp(1e-9f32, f32::MAX)?; // (n, 1)
-            let mean = summed.broadcast_div(&counts)?;
-            let norms = mean
-                .sqr()?
-                .sum_keepdim(1)?
-                .sqrt()?
-                .clamp(1e-12f32, f32::MAX)?;
-            mean.broadcast_div(&norms)?.to_vec2::<f32>()
-        };
-        run().map_err(Error::inference)
+        self.model.embed_ids(ids, mask, n, seq_len)
     }
 }
 

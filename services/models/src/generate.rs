@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::files::{PartsReader, llm_files};
 use crate::gguf_tokenizer::{self, GgufTokenizer, as_i64};
+use crate::hf::HfWeights;
 use crate::template::ChatTemplate;
 use crate::{Error, LlmChoice};
 
@@ -93,6 +94,8 @@ pub struct Generation {
 enum Weights {
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
+    /// A safetensors model in full precision.
+    Hf(HfWeights),
 }
 
 impl Weights {
@@ -100,15 +103,39 @@ impl Weights {
         match self {
             Weights::Llama(m) => m.forward(x, pos),
             Weights::Qwen2(m) => m.forward(x, pos),
+            Weights::Hf(m) => m.forward(x, pos),
         }
     }
 
-    fn clear_kv_cache(&mut self) {
+    fn clear_kv_cache(&mut self) -> candle_core::Result<()> {
         match self {
             Weights::Llama(m) => m.clear_kv_cache(),
             Weights::Qwen2(m) => m.clear_kv_cache(),
+            Weights::Hf(m) => m.clear_kv_cache()?,
+        }
+        Ok(())
+    }
+
+    /// Most prompt tokens per forward pass.
+    fn prefill_chunk(&self) -> usize {
+        match self {
+            Weights::Llama(_) | Weights::Qwen2(_) => PREFILL_CHUNK,
+            Weights::Hf(_) => usize::MAX,
         }
     }
+}
+
+/// Timings of [`Generator::bench_decode`].
+#[derive(Debug, Clone)]
+pub struct DecodeTiming {
+    pub prompt_tokens: usize,
+    /// From the first forward pass to the first token's logits on the host.
+    pub prefill: Duration,
+    pub generated_tokens: usize,
+    /// From the first sampled token to the last token's logits on the host.
+    pub decode: Duration,
+    /// The generated ids, in order.
+    pub tokens: Vec<u32>,
 }
 
 /// A loaded GGUF chat model. `Send + Sync`: the weights are loaded once; concurrent
@@ -154,6 +181,85 @@ impl Generator {
         Ok(generator)
     }
 
+    /// Loads a Hugging Face model directory (see [`crate::hf`]): safetensors weights of a
+    /// `qwen2` or `llama` model, run in [`crate::model_dtype`] (bf16 on a GPU).
+    pub fn load_dir(dir: &Path) -> Result<Generator, Error> {
+        let device = crate::select_device();
+        let started = Instant::now();
+        let m = crate::hf::load(dir, &device, crate::model_dtype(&device))?;
+        let token_text = |id: Option<u32>| {
+            id.and_then(|i| m.tok.tokenizer.id_to_token(i))
+                .unwrap_or_default()
+        };
+        let eos = token_text(m.tok.stop_ids.first().copied());
+        let template = ChatTemplate::new(m.template, token_text(m.tok.bos_id), eos)?;
+        let name = dir.file_name().map_or_else(
+            || dir.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        tracing::info!(
+            model = %name,
+            device = ?device,
+            context = m.context_length,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded safetensors chat model"
+        );
+        Ok(Generator {
+            name,
+            weights: Mutex::new(Weights::Hf(m.weights)),
+            tok: m.tok,
+            template,
+            context_length: m.context_length,
+            device,
+        })
+    }
+
+    /// Speed test: runs `prompt_ids` through the model, then generates exactly
+    /// `new_tokens` tokens greedily, ignoring end tokens. No text is decoded.
+    pub fn bench_decode(
+        &self,
+        prompt_ids: &[u32],
+        new_tokens: usize,
+    ) -> Result<DecodeTiming, Error> {
+        if prompt_ids.is_empty() || prompt_ids.len() + new_tokens > self.context_length {
+            return Err(Error::ContextOverflow {
+                prompt_tokens: prompt_ids.len(),
+                context_length: self.context_length,
+            });
+        }
+        let mut weights = self
+            .weights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        weights.clear_kv_cache().map_err(Error::inference)?;
+        let started = Instant::now();
+        let mut logits = None;
+        let chunk = weights.prefill_chunk();
+        for (i, ids) in prompt_ids.chunks(chunk).enumerate() {
+            logits = Some(self.forward(&mut weights, ids, i * chunk)?);
+        }
+        let mut logits = logits.ok_or_else(|| Error::Inference("empty prompt".into()))?;
+        let mut next = argmax(&logits)?;
+        let prefill = started.elapsed();
+        let mut tokens = Vec::with_capacity(new_tokens);
+        tokens.push(next);
+        let decode_start = Instant::now();
+        for i in 1..new_tokens {
+            logits = self.forward(&mut weights, &[next], prompt_ids.len() + i - 1)?;
+            next = argmax(&logits)?;
+            tokens.push(next);
+        }
+        let decode = decode_start.elapsed();
+        weights.clear_kv_cache().map_err(Error::inference)?;
+        Ok(DecodeTiming {
+            prompt_tokens: prompt_ids.len(),
+            prefill,
+            generated_tokens: tokens.len(),
+            decode,
+            tokens,
+        })
+    }
+
     fn from_reader<R: Read + Seek>(
         reader: &mut R,
         choice: LlmChoice,
@@ -168,11 +274,7 @@ impl Generator {
             .cloned()
             .unwrap_or_default();
         let tok = gguf_tokenizer::build(md)?;
-        let template_src = md
-            .get("tokenizer.chat_template")
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-            .ok_or_else(|| Error::Load("GGUF has no tokenizer.chat_template".into()))?;
+        let template_src = gguf_tokenizer::chat_template(md)?;
         let token_text = |id: Option<u32>| {
             id.and_then(|i| tok.tokenizer.id_to_token(i))
                 .unwrap_or_default()
@@ -304,14 +406,15 @@ impl Generator {
             .weights
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        weights.clear_kv_cache();
         let result = (|| -> Result<(), Error> {
+            weights.clear_kv_cache().map_err(Error::inference)?;
             if limit == 0 {
                 return Ok(());
             }
             let mut logits = None;
-            for (i, chunk) in prompt_ids.chunks(PREFILL_CHUNK).enumerate() {
-                logits = Some(self.forward(&mut weights, chunk, i * PREFILL_CHUNK)?);
+            let size = weights.prefill_chunk();
+            for (i, chunk) in prompt_ids.chunks(size).enumerate() {
+                logits = Some(self.forward(&mut weights, chunk, i * size)?);
             }
             let mut logits = logits.ok_or_else(|| Error::Inference("empty prompt".to_string()))?;
             loop {
@@ -335,7 +438,10 @@ impl Generator {
                 logits = self.forward(&mut weights, &[next], pos)?;
             }
         })();
-        weights.clear_kv_cache();
+        // Freeing the cache only releases memory; the next call clears it again first.
+        if let Err(e) = weights.clear_kv_cache() {
+            tracing::warn!("clearing the KV cache failed: {e}");
+        }
         drop(weights);
         result?;
 
@@ -363,10 +469,18 @@ impl Generator {
             .map_err(Error::inference)?;
         weights
             .forward(&input, pos)
-            .and_then(|l| l.squeeze(0))
+            .and_then(|l| l.flatten_all())
             .and_then(|l| l.to_dtype(DType::F32))
             .map_err(Error::inference)
     }
+}
+
+/// The id of the largest logit (the greedy choice); copies the logits to the host.
+fn argmax(logits: &Tensor) -> Result<u32, Error> {
+    logits
+        .argmax(0)
+        .and_then(|t| t.to_scalar::<u32>())
+        .map_err(Error::inference)
 }
 
 fn sampling(params: &GenerationParams) -> Sampling {

@@ -155,23 +155,12 @@ pub(crate) fn build(md: &HashMap<String, Value>) -> Result<GgufTokenizer, Error>
         .get("tokenizer.ggml.add_bos_token")
         .and_then(|v| v.to_bool().ok())
         .unwrap_or(false);
-    let mut stop_ids: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
-        .iter()
-        .filter_map(|k| id_of(k))
-        .collect();
-    for name in [
-        "<|im_end|>",
-        "<|endoftext|>",
-        "<|eot_id|>",
-        "<|end|>",
-        "</s>",
-    ] {
-        if let Some(id) = tokenizer.token_to_id(name) {
-            stop_ids.push(id);
-        }
-    }
-    stop_ids.sort_unstable();
-    stop_ids.dedup();
+    let stop_ids = stop_ids(
+        &tokenizer,
+        ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
+            .iter()
+            .filter_map(|k| id_of(k)),
+    );
     if stop_ids.is_empty() {
         return Err(Error::Tokenizer(
             "GGUF names no end-of-sequence token".to_string(),
@@ -183,6 +172,31 @@ pub(crate) fn build(md: &HashMap<String, Value>) -> Result<GgufTokenizer, Error>
         add_bos,
         stop_ids,
     })
+}
+
+/// The Jinja chat template stored in the GGUF (`tokenizer.chat_template`).
+pub(crate) fn chat_template(md: &HashMap<String, Value>) -> Result<String, Error> {
+    md.get("tokenizer.chat_template")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .ok_or_else(|| Error::Load("GGUF has no tokenizer.chat_template".into()))
+}
+
+/// `explicit` plus the ids of the end-of-turn tokens chat models use, sorted, deduplicated.
+pub(crate) fn stop_ids(tokenizer: &Tokenizer, explicit: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut ids: Vec<u32> = explicit.collect();
+    for name in [
+        "<|im_end|>",
+        "<|endoftext|>",
+        "<|eot_id|>",
+        "<|end|>",
+        "</s>",
+    ] {
+        ids.extend(tokenizer.token_to_id(name));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 fn get_array<'a>(md: &'a HashMap<String, Value>, key: &str) -> Result<&'a Vec<Value>, Error> {

@@ -22,16 +22,20 @@ mod fetch;
 mod files;
 mod generate;
 mod gguf_tokenizer;
+mod hf;
 mod template;
 
 use std::path::PathBuf;
 
-pub use embed::{DEFAULT_BATCH_TOKENS, Embedder};
+pub use embed::{DEFAULT_BATCH_TOKENS, Embedder, EmbeddingModel, model_dtype};
 pub use error::Error;
 pub use fetch::{FetchReport, fetch};
 pub use files::{LlmChoice, ModelId, PartsReader};
-pub use generate::{ChatMessage, Generation, GenerationParams, Generator, StopReason};
+pub use generate::{
+    ChatMessage, DecodeTiming, Generation, GenerationParams, Generator, StopReason,
+};
 pub use gguf_tokenizer::tokenizer_from_gguf;
+pub use hf::export_tokenizer;
 
 /// The model directory: `$QUIRE_MODEL_DIR` when set and non-empty, else
 /// `~/.cache/quire/models` (`$HOME`; `./.cache/quire/models` if `HOME` is unset).

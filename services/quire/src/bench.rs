@@ -19,6 +19,171 @@ pub enum BenchCommand {
     /// Whole-pipeline ingest throughput (parse, chunk, embed, write) into a fresh data
     /// directory, with the time split by stage and the peak memory.
     Ingest(IngestBenchArgs),
+    /// Encoder throughput on synthetic token ids (any BERT config and safetensors), on the
+    /// device quire selects; prints one JSON line. Used by deploy/gpu/check.sh.
+    Encoder(EncoderArgs),
+    /// Prompt and decode speed of a chat model on synthetic token ids (greedy, end tokens
+    /// ignored); prints one JSON line. Used by deploy/gpu/check.sh.
+    Decode(DecodeArgs),
+}
+
+#[derive(Args)]
+pub struct EncoderArgs {
+    /// BERT `config.json`.
+    #[arg(long)]
+    model_config: PathBuf,
+    /// BERT weights (`model.safetensors`).
+    #[arg(long)]
+    weights: PathBuf,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Tokens per sequence (no padding).
+    #[arg(long, default_value_t = 256)]
+    seq: usize,
+    /// Untimed passes first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed passes; the median is reported.
+    #[arg(long, default_value_t = 10)]
+    rounds: usize,
+}
+
+#[derive(Args)]
+pub struct DecodeArgs {
+    /// A Hugging Face model directory (config.json, safetensors, tokenizer.json, chat
+    /// template), run in bf16 on a GPU.
+    #[arg(long, conflicts_with = "llm")]
+    model: Option<PathBuf>,
+    /// Or a GGUF model from the model directory: `qwen2.5-1.5b` or `smollm2-135m`.
+    #[arg(long)]
+    llm: Option<String>,
+    /// Model directory, for `--llm`.
+    #[arg(long, env = "QUIRE_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 2000)]
+    prompt_tokens: usize,
+    /// Tokens generated after the prompt.
+    #[arg(long, default_value_t = 256)]
+    new_tokens: usize,
+    /// Untimed runs first (short ones).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Timed runs; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+/// Deterministic pseudo-random token ids in `[lo, hi)` (64-bit LCG): synthetic input whose
+/// content does not matter, only its shape. deploy/gpu/torch_side.py draws the same ids.
+fn synthetic_ids(count: usize, lo: u32, hi: u32, seed: u64) -> Vec<u32> {
+    let span = u64::from(hi.saturating_sub(lo).max(1));
+    let mut state = seed;
+    (0..count)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            lo + ((state >> 33) % span) as u32
+        })
+        .collect()
+}
+
+fn encoder(args: EncoderArgs) -> Result<ExitCode, BoxError> {
+    #[derive(Deserialize)]
+    struct Vocab {
+        vocab_size: u32,
+    }
+    let vocab: Vocab = serde_json::from_str(&std::fs::read_to_string(&args.model_config)?)?;
+    let device = quire_models::select_device();
+    let dtype = quire_models::model_dtype(&device);
+    let model =
+        quire_models::EmbeddingModel::load(&args.model_config, &args.weights, &device, dtype)?;
+    let (n, seq) = (args.batch.max(1), args.seq.max(1));
+    // Ids above the special tokens of a BERT vocabulary.
+    let id_range = (1000.min(vocab.vocab_size / 2), vocab.vocab_size);
+    let ids = synthetic_ids(n * seq, id_range.0, id_range.1, 7);
+    let mask = vec![1u32; n * seq];
+    let mut times = Vec::new();
+    let mut sample = Vec::new();
+    for round in 0..args.warmup + args.rounds.max(1) {
+        let started = Instant::now();
+        let vectors = model.embed_ids(ids.clone(), mask.clone(), n, seq)?;
+        let secs = started.elapsed().as_secs_f64();
+        if vectors.len() != n {
+            return Err(format!("{} vectors for {n} sequences", vectors.len()).into());
+        }
+        if round >= args.warmup {
+            times.push(secs);
+        }
+        sample = vectors.into_iter().take(4).collect();
+    }
+    let secs = median(times);
+    let report = serde_json::json!({
+        "bench": "encoder",
+        "device": format!("{device:?}"),
+        "dtype": format!("{dtype:?}"),
+        "batch": n,
+        "seq": seq,
+        "median_batch_s": secs,
+        "chunks_per_s": n as f64 / secs,
+        "tokens_per_s": (n * seq) as f64 / secs,
+        "ids": {"seed": 7, "lo": id_range.0, "hi": id_range.1},
+        "first_vectors": sample,
+    });
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn decode(config: &EngineConfig, args: DecodeArgs) -> Result<ExitCode, BoxError> {
+    let load_started = Instant::now();
+    let generator = match (&args.model, &args.llm) {
+        (Some(dir), _) => quire_models::Generator::load_dir(dir)?,
+        (None, Some(name)) => {
+            let dir = args
+                .model_dir
+                .clone()
+                .unwrap_or_else(|| config.model_dir.clone());
+            quire_models::Generator::load(&dir, name.parse()?)?
+        }
+        (None, None) => return Err("give --model DIR or --llm NAME".into()),
+    };
+    let load_s = load_started.elapsed().as_secs_f64();
+    let vocab = generator.tokenizer().get_vocab_size(true) as u32;
+    // Ordinary tokens only: the first 100 ids of these vocabularies are bytes and
+    // punctuation, the last ones control tokens.
+    let id_range = (100, vocab.saturating_sub(512).max(101));
+    let prompt = synthetic_ids(args.prompt_tokens.max(1), id_range.0, id_range.1, 11);
+    for _ in 0..args.warmup {
+        generator.bench_decode(&prompt[..prompt.len().min(128)], 8)?;
+    }
+    let (mut ttft, mut prefill, mut decode) = (Vec::new(), Vec::new(), Vec::new());
+    let mut tokens = Vec::new();
+    for _ in 0..args.rounds.max(1) {
+        let t = generator.bench_decode(&prompt, args.new_tokens.max(1))?;
+        let p = t.prefill.as_secs_f64();
+        ttft.push(p);
+        prefill.push(t.prompt_tokens as f64 / p);
+        if t.generated_tokens > 1 {
+            decode.push((t.generated_tokens - 1) as f64 / t.decode.as_secs_f64());
+        }
+        tokens = t.tokens;
+    }
+    let report = serde_json::json!({
+        "bench": "decode",
+        "model": generator.name(),
+        "load_s": load_s,
+        "prompt_tokens": prompt.len(),
+        "new_tokens": args.new_tokens,
+        "first_token_s": median(ttft),
+        "prompt_tokens_per_s": median(prefill),
+        "decode_tokens_per_s": median(decode),
+        "ids": {"seed": 11, "lo": id_range.0, "hi": id_range.1},
+        "tokens": tokens,
+    });
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args)]
@@ -103,6 +268,8 @@ pub async fn run(config: &EngineConfig, command: BenchCommand) -> Result<ExitCod
     match command {
         BenchCommand::Embed(args) => embed(&config.model_dir, args),
         BenchCommand::Ingest(args) => ingest(config, args).await,
+        BenchCommand::Encoder(args) => tokio::task::block_in_place(|| encoder(args)),
+        BenchCommand::Decode(args) => tokio::task::block_in_place(|| decode(config, args)),
     }
 }
 

@@ -72,6 +72,19 @@ enum ModelsCommand {
         #[arg(long = "llm", default_value = "qwen2.5-1.5b", value_delimiter = ',')]
         llms: Vec<String>,
     },
+    /// Writes a GGUF model's tokenizer as `tokenizer.json` and its chat template as
+    /// `tokenizer_config.json`, the files a safetensors directory of that model needs.
+    ExportTokenizer {
+        /// Model directory.
+        #[arg(long, env = "QUIRE_MODEL_DIR")]
+        model_dir: Option<PathBuf>,
+        /// `qwen2.5-1.5b` or `smollm2-135m`.
+        #[arg(long, default_value = "qwen2.5-1.5b")]
+        llm: String,
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Engine settings that flags and `QUIRE_*` variables can override.
@@ -86,6 +99,9 @@ struct EngineArgs {
     /// LLM for Ask: `qwen2.5-1.5b` or `smollm2-135m`.
     #[arg(long, env = "QUIRE_LLM")]
     llm: Option<String>,
+    /// A Hugging Face safetensors model directory (qwen2 or llama) for Ask, instead of --llm.
+    #[arg(long, env = "QUIRE_LLM_DIR")]
+    llm_dir: Option<PathBuf>,
     /// Chunk size in embedding-model tokens.
     #[arg(long, env = "QUIRE_CHUNK_TOKENS")]
     chunk_tokens: Option<usize>,
@@ -120,6 +136,9 @@ impl EngineArgs {
         }
         if let Some(v) = self.llm {
             e.llm = v;
+        }
+        if let Some(v) = self.llm_dir {
+            e.llm_dir = Some(v);
         }
         if let Some(v) = self.chunk_tokens {
             e.chunk_tokens = v;
@@ -212,6 +231,20 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 report.installed,
                 report.already_present
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Models {
+            command:
+                ModelsCommand::ExportTokenizer {
+                    model_dir,
+                    llm,
+                    out,
+                },
+        } => {
+            let dir = model_dir.unwrap_or(cfg.engine.model_dir);
+            for path in quire_models::export_tokenizer(&dir, llm.parse()?, &out)? {
+                println!("wrote {}", path.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => check(&args.apply(cfg).engine.data_dir).await,
