@@ -5,6 +5,8 @@
 #                                        transformers, no network, no model files)
 #   deploy/gpu/check.sh OUT_DIR --cpu    rehearsal on a CPU, tiny shapes
 #
+# QUIRE_CHECK_PARTS=encoder runs only the embedding half (default: encoder,decode).
+#
 # Needs the quire binary: $QUIRE_BIN, or .gpu/quire(.xz) as deploy/gpu/prepare.sh leaves it
 # (with --cpu: target/debug/quire), and Qwen's tokenizer files in .gpu/qwen-tokenizer, which
 # prepare.sh exports from the GGUF (with --cpu and no such folder, they are exported here).
@@ -56,10 +58,13 @@ EOF
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 fi
 
+PARTS=${QUIRE_CHECK_PARTS:-encoder,decode}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/quire-gpu-check.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-"$PY" deploy/gpu/torch_side.py models --work "$WORK" "${SIDE[@]}"
-if [ -d .gpu/qwen-tokenizer ]; then
+"$PY" deploy/gpu/torch_side.py models --work "$WORK" --parts "$PARTS" "${SIDE[@]}"
+if [[ $PARTS != *decode* ]]; then
+    :
+elif [ -d .gpu/qwen-tokenizer ]; then
     for f in tokenizer.json tokenizer_config.json; do
         if [ -f ".gpu/qwen-tokenizer/$f.xz" ]; then
             xz -dc ".gpu/qwen-tokenizer/$f.xz" >"$WORK/qwen/$f"
@@ -73,15 +78,31 @@ fi
 echo "models ready after $((SECONDS - started)) s"
 
 : >"$OUT/quire.jsonl"
+# A failure on quire's side is reported and the PyTorch side still runs.
 "$BIN" bench encoder --model-config "$WORK/bert/config.json" --weights "$WORK/bert/model.safetensors" \
-    "${SHAPES[@]}" 2>"$OUT/quire-encoder.log" | tee -a "$OUT/quire.jsonl"
-"$BIN" bench decode --model "$WORK/qwen" "${DECODE[@]}" 2>"$OUT/quire-decode.log" |
-    tee -a "$OUT/quire.jsonl"
+    "${SHAPES[@]}" --profile 2>"$OUT/quire-encoder.log" | tee -a "$OUT/quire.jsonl" ||
+    { echo "quire bench encoder FAILED:"; tail -5 "$OUT/quire-encoder.log"; }
+"$BIN" bench encoder --model-config "$WORK/bert/config.json" --weights "$WORK/bert/model.safetensors" \
+    "${SHAPES[@]}" --padding --profile 2>>"$OUT/quire-encoder.log" | tee -a "$OUT/quire.jsonl" ||
+    { echo "quire bench encoder --padding FAILED:"; tail -5 "$OUT/quire-encoder.log"; }
+# QUIRE_BERT_BIAS_COMPARE="broadcast outer" times the encoder's other bias strategies too
+# (services/models/src/bert.rs, BiasMode), into bias-modes.jsonl.
+for mode in ${QUIRE_BERT_BIAS_COMPARE:-}; do
+    echo "{\"bias_mode\":\"$mode\",\"result\":$(QUIRE_BERT_BIAS=$mode "$BIN" bench encoder \
+        --model-config "$WORK/bert/config.json" --weights "$WORK/bert/model.safetensors" \
+        "${SHAPES[@]}" --profile 2>>"$OUT/quire-encoder.log")}" | tee -a "$OUT/bias-modes.jsonl"
+done
+if [[ $PARTS == *decode* ]]; then
+    "$BIN" bench decode --model "$WORK/qwen" "${DECODE[@]}" 2>"$OUT/quire-decode.log" |
+        tee -a "$OUT/quire.jsonl" ||
+        { echo "quire bench decode FAILED:"; tail -5 "$OUT/quire-decode.log"; }
+fi
 echo "quire done after $((SECONDS - started)) s"
 
 # PyTorch gets what is left of an 8-minute run, less a margin for the report.
 budget=$((420 - (SECONDS - started)))
 [ "$budget" -lt 60 ] && budget=60
-"$PY" deploy/gpu/torch_side.py bench --work "$WORK" --out "$OUT" --budget-s "$budget" "${SIDE[@]}"
+"$PY" deploy/gpu/torch_side.py bench --work "$WORK" --out "$OUT" --budget-s "$budget" \
+    --parts "$PARTS" "${SIDE[@]}"
 "$PY" deploy/gpu/torch_side.py report --out "$OUT"
 echo "check finished in $((SECONDS - started)) s"

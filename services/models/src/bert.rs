@@ -10,6 +10,8 @@
 //!
 //! The test in `tests/models.rs` checks its output against candle's `BertModel`.
 
+use std::time::{Duration, Instant};
+
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
@@ -141,18 +143,85 @@ impl CustomOp1 for BiasGelu {
 struct Linear {
     w: Tensor,
     b: Tensor,
+    /// `w` with `b` as an extra input row and zero rows up to a multiple of 8 inputs
+    /// ([`BIAS_PAD`]): the bias added by the matmul itself (see [`Linear::fold_bias`]).
+    w_bias: Option<Tensor>,
+    /// `b` as a (1, out) row, for [`BiasMode::Outer`].
+    b_row: Option<Tensor>,
 }
+
+/// How a linear layer adds its bias off the CPU. candle's CUDA kernels for broadcast and
+/// strided element-wise work (a bias add, `cat`) do 64-bit integer divisions per element and
+/// run far below memory speed, so the bias is better added through cuBLAS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BiasMode {
+    /// `x·w` then a broadcast add of `b`.
+    Broadcast,
+    /// `[x, 1, 0…]·[w; b; 0…]`: one matmul, after a `cat` of the input.
+    Folded,
+    /// `x·w + 1·b`: the bias expanded by a rank-1 matmul, then a contiguous add.
+    Outer,
+}
+
+impl BiasMode {
+    /// `QUIRE_BERT_BIAS` (`broadcast`, `folded`, `outer`) for measuring the three on a
+    /// device; otherwise [`BiasMode::Folded`], the fastest measured on an H200.
+    fn from_env() -> BiasMode {
+        match std::env::var("QUIRE_BERT_BIAS").as_deref() {
+            Ok("broadcast") => BiasMode::Broadcast,
+            Ok("outer") => BiasMode::Outer,
+            _ => BiasMode::Folded,
+        }
+    }
+}
+
+/// Per-pass inputs of the bias strategies: (rows, [`BIAS_PAD`]) ones-then-zeros and a
+/// (rows, 1) column of ones.
+struct BiasCols {
+    pad: Tensor,
+    ones: Tensor,
+}
+
+/// Columns appended to a layer's input when its bias is folded into the weights: a column
+/// of ones, then zeros, so the inner dimension stays a multiple of 8 for the tensor cores.
+const BIAS_PAD: usize = 8;
 
 impl Linear {
     fn load(vb: VarBuilder, inp: usize, out: usize) -> Result<Linear> {
         let w = vb.get((out, inp), "weight")?.t()?.contiguous()?;
         let b = vb.get(out, "bias")?;
-        Ok(Linear { w, b })
+        Ok(Linear {
+            w,
+            b,
+            w_bias: None,
+            b_row: None,
+        })
     }
 
-    /// `x` is (rows, in).
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.w)?.broadcast_add(&self.b)
+    /// Moves the bias into the matmul. On CUDA, candle adds a broadcast bias with a strided
+    /// kernel that does 64-bit divisions per element: on an H200 that add took several times
+    /// longer than the matmul (measured with `quire bench encoder --profile`).
+    fn fold_bias(&mut self, mode: BiasMode) -> Result<()> {
+        let out = self.b.dim(0)?;
+        let row = self.b.reshape((1, out))?;
+        match mode {
+            BiasMode::Broadcast => {}
+            BiasMode::Folded => {
+                let zeros = Tensor::zeros((BIAS_PAD - 1, out), self.w.dtype(), self.w.device())?;
+                self.w_bias = Some(Tensor::cat(&[&self.w, &row, &zeros], 0)?);
+            }
+            BiasMode::Outer => self.b_row = Some(row),
+        }
+        Ok(())
+    }
+
+    /// `x` is (rows, in); `cols` the per-pass inputs of a folded or outer bias.
+    fn forward(&self, x: &Tensor, cols: Option<&BiasCols>) -> Result<Tensor> {
+        match (&self.w_bias, &self.b_row, cols) {
+            (Some(w), _, Some(c)) => Tensor::cat(&[x, &c.pad], 1)?.matmul(w),
+            (None, Some(row), Some(c)) => x.matmul(&self.w)? + c.ones.matmul(row)?,
+            _ => x.matmul(&self.w)?.broadcast_add(&self.b),
+        }
     }
 }
 
@@ -181,9 +250,8 @@ struct Layer {
     qkv: Linear,
     out: Linear,
     ln1: Norm,
-    up_w: Tensor,
-    up_b: Tensor,
-    /// The same bias, host-side, for the fused CPU kernel (f32 on the CPU only).
+    up: Linear,
+    /// The up projection's bias, host-side, for the fused CPU kernel (f32 on the CPU only).
     up_act: Option<BiasGelu>,
     down: Linear,
     ln2: Norm,
@@ -192,8 +260,8 @@ struct Layer {
 /// The BERT encoder of a sentence-embedding model.
 pub(crate) struct Bert {
     word: Tensor,
+    /// Position embeddings plus the token-type-0 embedding.
     position: Tensor,
-    token_type0: Tensor,
     emb_ln: Norm,
     layers: Vec<Layer>,
     heads: usize,
@@ -239,6 +307,8 @@ impl Bert {
             let qkv = Linear {
                 w: Tensor::cat(&[(q.w * scale)?, k.w, v.w], 1)?.contiguous()?,
                 b: Tensor::cat(&[(q.b * scale)?, k.b, v.b], 0)?,
+                w_bias: None,
+                b_row: None,
             };
             let up = Linear::load(l.pp("intermediate.dense"), h, inter)?;
             layers.push(Layer {
@@ -252,16 +322,29 @@ impl Bert {
                 } else {
                     None
                 },
-                up_w: up.w,
-                up_b: up.b,
+                up,
                 down: Linear::load(l.pp("output.dense"), inter, h)?,
                 ln2: Norm::load(l.pp("output.LayerNorm"), h, cfg.layer_norm_eps)?,
             });
         }
+        if !fused_cpu {
+            let mode = BiasMode::from_env();
+            tracing::debug!(?mode, "BERT bias mode");
+            for layer in &mut layers {
+                for linear in [
+                    &mut layer.qkv,
+                    &mut layer.out,
+                    &mut layer.up,
+                    &mut layer.down,
+                ] {
+                    linear.fold_bias(mode)?;
+                }
+            }
+        }
         Ok(Bert {
             word,
-            position,
-            token_type0,
+            // Every token has type 0: its embedding is folded into the positions.
+            position: position.broadcast_add(&token_type0)?,
             emb_ln,
             layers,
             heads: cfg.num_attention_heads,
@@ -270,17 +353,30 @@ impl Bert {
         })
     }
 
-    fn bias_gelu(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&layer.up_w)?;
+    fn bias_gelu(&self, layer: &Layer, x: &Tensor, pad: Option<&BiasCols>) -> Result<Tensor> {
         match &layer.up_act {
-            Some(op) if self.fused_cpu => y.apply_op1_no_bwd(op),
-            _ => y.broadcast_add(&layer.up_b)?.gelu_erf(),
+            Some(op) if self.fused_cpu => x.matmul(&layer.up.w)?.apply_op1_no_bwd(op),
+            _ => layer.up.forward(x, pad)?.gelu_erf(),
         }
     }
 
-    /// Hidden states (n, seq, hidden) for token ids (n, seq) with a 0/1 attention mask
-    /// (n, seq); padded positions attend to nothing and are attended to by nothing.
-    pub(crate) fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// Hidden states (n, seq, hidden) for token ids (n, seq). `mask` is the 0/1 attention
+    /// mask (n, seq) when some sequence is padded: padded positions attend to nothing and are
+    /// attended to by nothing. `None` means every position is a token.
+    ///
+    /// With `profile`, the device is synchronised after each stage and the stage's wall time
+    /// added to it (slower; for finding where time goes).
+    pub(crate) fn forward(
+        &self,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+        profile: Option<&mut StageProfile>,
+    ) -> Result<Tensor> {
+        let mut laps = Laps {
+            profile,
+            device: ids.device().clone(),
+            last: Instant::now(),
+        };
         let (n, seq) = ids.dims2()?;
         let (h, heads) = (self.hidden, self.heads);
         let d = h / heads;
@@ -289,40 +385,128 @@ impl Bert {
             .word
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((n, seq, h))?;
-        let x = x
-            .broadcast_add(&self.position.narrow(0, 0, seq)?)?
-            .broadcast_add(&self.token_type0)?;
+        let x = x.broadcast_add(&self.position.narrow(0, 0, seq)?)?;
         let mut x = self.emb_ln.forward(&x.reshape((rows, h))?)?;
-        // 0 where attended, a large negative number where padded: (n, 1, 1, seq).
-        // In f16 the product overflows to -inf, which softmax also maps to 0: every row
-        // keeps [CLS], so no row is all -inf.
-        let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e30)?
-            .to_dtype(x.dtype())?
-            .reshape((n, 1, 1, seq))?;
+        let key_mask = match mask {
+            None => KeyMask::None,
+            // 0 where attended, -1e30 where padded, added to the scores: (n, 1, 1, seq).
+            Some(mask) if self.fused_cpu => {
+                KeyMask::Add(((mask.to_dtype(DType::F32)? - 1.0)? * 1e30)?.reshape((n, 1, 1, seq))?)
+            }
+            // The same bias as an extra column of K against a column of ones in Q, so the
+            // scores matmul adds it (a broadcast add over the scores is slow on CUDA, as in
+            // `Linear::fold_bias`). -1e4 is finite in every float type and still gives a
+            // softmax weight of exactly 0.
+            Some(mask) => {
+                let (dt, dev) = (x.dtype(), x.device());
+                let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e4)?
+                    .to_dtype(dt)?
+                    .reshape((n, 1, seq, 1))?
+                    .broadcast_as((n, heads, seq, 1))?
+                    .contiguous()?;
+                let zeros = Tensor::zeros((n, heads, seq, BIAS_PAD - 1), dt, dev)?;
+                let ones = Tensor::ones((n, heads, seq, 1), dt, dev)?;
+                KeyMask::Columns {
+                    q: Tensor::cat(&[&ones, &zeros], 3)?,
+                    k: Tensor::cat(&[&bias, &zeros], 3)?,
+                }
+            }
+        };
+        let pad = if self.fused_cpu {
+            None
+        } else {
+            let ones = Tensor::ones((rows, 1), x.dtype(), x.device())?;
+            let zeros = Tensor::zeros((rows, BIAS_PAD - 1), x.dtype(), x.device())?;
+            Some(BiasCols {
+                pad: Tensor::cat(&[&ones, &zeros], 1)?,
+                ones,
+            })
+        };
+        let pad = pad.as_ref();
+        laps.lap("embeddings")?;
         for layer in &self.layers {
-            let qkv = layer
-                .qkv
-                .forward(&x)?
+            let qkv = layer.qkv.forward(&x, pad)?;
+            laps.lap("qkv projection")?;
+            let qkv = qkv
                 .reshape((n, seq, 3, heads, d))?
                 .permute((2, 0, 3, 1, 4))?
                 .contiguous()?; // (3, n, heads, seq, d)
+            laps.lap("qkv to heads")?;
             let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
-            let scores = q.matmul(&k.t()?)?.broadcast_add(&bias)?;
+            let scores = match &key_mask {
+                KeyMask::None => q.matmul(&k.t()?)?,
+                KeyMask::Add(bias) => q.matmul(&k.t()?)?.broadcast_add(bias)?,
+                KeyMask::Columns { q: qm, k: km } => {
+                    let q = Tensor::cat(&[&q, qm], 3)?;
+                    let k = Tensor::cat(&[&k, km], 3)?;
+                    q.matmul(&k.t()?)?
+                }
+            };
+            laps.lap("scores matmul (with mask)")?;
             let probs = if self.fused_cpu {
                 scores.apply_op1_no_bwd(&Softmax)?
             } else {
                 candle_nn::ops::softmax_last_dim(&scores)?
             };
-            let ctx = probs
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((rows, h))?;
-            x = layer.ln1.forward(&(layer.out.forward(&ctx)? + &x)?)?;
-            let up = self.bias_gelu(layer, &x)?;
-            x = layer.ln2.forward(&(layer.down.forward(&up)? + &x)?)?;
+            laps.lap("softmax")?;
+            let ctx = probs.matmul(&v)?;
+            laps.lap("context matmul")?;
+            let ctx = ctx.transpose(1, 2)?.contiguous()?.reshape((rows, h))?;
+            laps.lap("heads to rows")?;
+            let attn = layer.out.forward(&ctx, pad)?;
+            laps.lap("output projection")?;
+            x = layer.ln1.forward(&(attn + &x)?)?;
+            laps.lap("residual + layernorm")?;
+            let up = self.bias_gelu(layer, &x, pad)?;
+            laps.lap("up projection + gelu")?;
+            let down = layer.down.forward(&up, pad)?;
+            laps.lap("down projection")?;
+            x = layer.ln2.forward(&(down + &x)?)?;
+            laps.lap("residual + layernorm")?;
         }
         x.reshape((n, seq, h))
+    }
+}
+
+/// How padded keys are kept out of attention.
+enum KeyMask {
+    /// No padding in the batch.
+    None,
+    /// A (n, 1, 1, seq) bias added to the scores (f32 on the CPU).
+    Add(Tensor),
+    /// (n, heads, seq, [`BIAS_PAD`]) columns appended to Q (a one, then zeros) and to K (the
+    /// bias, then zeros): the scores matmul adds the bias.
+    Columns { q: Tensor, k: Tensor },
+}
+
+/// Wall time per stage of profiled forward passes, summed over layers and passes, in the
+/// order stages first ran.
+#[derive(Debug, Clone, Default)]
+pub struct StageProfile {
+    pub stages: Vec<(&'static str, Duration)>,
+}
+
+struct Laps<'a> {
+    profile: Option<&'a mut StageProfile>,
+    device: Device,
+    last: Instant,
+}
+
+impl Laps<'_> {
+    /// Charges the time since the previous lap to `stage`, once the device is idle.
+    fn lap(&mut self, stage: &'static str) -> Result<()> {
+        let Some(profile) = self.profile.as_deref_mut() else {
+            return Ok(());
+        };
+        self.device.synchronize()?;
+        let now = Instant::now();
+        let spent = now - self.last;
+        self.last = now;
+        match profile.stages.iter_mut().find(|(name, _)| *name == stage) {
+            Some((_, total)) => *total += spent,
+            None => profile.stages.push((stage, spent)),
+        }
+        Ok(())
     }
 }
 

@@ -8,7 +8,7 @@ use candle_transformers::models::bert::Config;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::Error;
-use crate::bert::Bert;
+use crate::bert::{Bert, StageProfile};
 use crate::files::minilm_dir;
 
 const MODEL_ID: &str = "all-MiniLM-L6-v2";
@@ -99,6 +99,19 @@ impl EmbeddingModel {
         n: usize,
         seq: usize,
     ) -> Result<Vec<Vec<f32>>, Error> {
+        self.embed_ids_profiled(ids, mask, n, seq, None)
+    }
+
+    /// [`EmbeddingModel::embed_ids`], adding each stage's wall time to `profile` when given
+    /// (the device is synchronised after every stage, so the pass is slower).
+    pub fn embed_ids_profiled(
+        &self,
+        ids: Vec<u32>,
+        mask: Vec<u32>,
+        n: usize,
+        seq: usize,
+        profile: Option<&mut StageProfile>,
+    ) -> Result<Vec<Vec<f32>>, Error> {
         if ids.len() != n * seq || mask.len() != n * seq {
             return Err(Error::Inference(format!(
                 "embed_ids: {} ids and {} mask values for {n} x {seq}",
@@ -106,10 +119,15 @@ impl EmbeddingModel {
                 mask.len()
             )));
         }
-        let run = || -> candle_core::Result<Vec<Vec<f32>>> {
+        let run = move || -> candle_core::Result<Vec<Vec<f32>>> {
+            let padded = mask.contains(&0);
             let ids = Tensor::from_vec(ids, (n, seq), &self.device)?;
             let mask = Tensor::from_vec(mask, (n, seq), &self.device)?;
-            let hidden = self.bert.forward(&ids, &mask)?.to_dtype(DType::F32)?; // (n, seq, dim)
+            let attention_mask = if padded { Some(&mask) } else { None };
+            let hidden = self
+                .bert
+                .forward(&ids, attention_mask, profile)?
+                .to_dtype(DType::F32)?; // (n, seq, dim)
             let mask_f = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, seq, 1)
             let summed = hidden.broadcast_mul(&mask_f)?.sum(1)?; // (n, dim)
             let counts = mask_f.sum(1)?.clamp(1e-9f32, f32::MAX)?; // (n, 1)

@@ -136,6 +136,8 @@ pub struct DecodeTiming {
     pub decode: Duration,
     /// The generated ids, in order.
     pub tokens: Vec<u32>,
+    /// The five largest logits after the prompt, as (id, logit), largest first.
+    pub first_top: Vec<(u32, f32)>,
 }
 
 /// A loaded GGUF chat model. `Send + Sync`: the weights are loaded once; concurrent
@@ -241,6 +243,15 @@ impl Generator {
         let mut logits = logits.ok_or_else(|| Error::Inference("empty prompt".into()))?;
         let mut next = argmax(&logits)?;
         let prefill = started.elapsed();
+        let mut first_top: Vec<(u32, f32)> = logits
+            .to_vec1::<f32>()
+            .map_err(Error::inference)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| (i as u32, l))
+            .collect();
+        first_top.sort_by(|a, b| b.1.total_cmp(&a.1));
+        first_top.truncate(5);
         let mut tokens = Vec::with_capacity(new_tokens);
         tokens.push(next);
         let decode_start = Instant::now();
@@ -257,6 +268,7 @@ impl Generator {
             generated_tokens: tokens.len(),
             decode,
             tokens,
+            first_top,
         })
     }
 

@@ -27,6 +27,7 @@ mod template;
 
 use std::path::PathBuf;
 
+pub use bert::StageProfile;
 pub use embed::{DEFAULT_BATCH_TOKENS, Embedder, EmbeddingModel, model_dtype};
 pub use error::Error;
 pub use fetch::{FetchReport, fetch};

@@ -47,6 +47,14 @@ pub struct EncoderArgs {
     /// Timed passes; the median is reported.
     #[arg(long, default_value_t = 10)]
     rounds: usize,
+    /// Then one more pass with the device synchronised after each stage, reporting the
+    /// time per stage.
+    #[arg(long)]
+    profile: bool,
+    /// Pad every other sequence: its last quarter is masked out (reported as
+    /// `encoder_padded`).
+    #[arg(long)]
+    padding: bool,
 }
 
 #[derive(Args)]
@@ -104,7 +112,13 @@ fn encoder(args: EncoderArgs) -> Result<ExitCode, BoxError> {
     // Ids above the special tokens of a BERT vocabulary.
     let id_range = (1000.min(vocab.vocab_size / 2), vocab.vocab_size);
     let ids = synthetic_ids(n * seq, id_range.0, id_range.1, 7);
-    let mask = vec![1u32; n * seq];
+    let mut mask = vec![1u32; n * seq];
+    if args.padding {
+        for row in (1..n).step_by(2) {
+            let start = row * seq + seq - seq / 4;
+            mask[start..(row + 1) * seq].fill(0);
+        }
+    }
     let mut times = Vec::new();
     let mut sample = Vec::new();
     for round in 0..args.warmup + args.rounds.max(1) {
@@ -120,8 +134,17 @@ fn encoder(args: EncoderArgs) -> Result<ExitCode, BoxError> {
         sample = vectors.into_iter().take(4).collect();
     }
     let secs = median(times);
+    let mut stages = serde_json::Map::new();
+    if args.profile {
+        let mut profile = quire_models::StageProfile::default();
+        model.embed_ids_profiled(ids, mask, n, seq, Some(&mut profile))?;
+        for (stage, spent) in profile.stages {
+            stages.insert(stage.to_string(), (spent.as_secs_f64() * 1e3).into());
+        }
+    }
     let report = serde_json::json!({
-        "bench": "encoder",
+        "bench": if args.padding { "encoder_padded" } else { "encoder" },
+        "profile_ms": stages,
         "device": format!("{device:?}"),
         "dtype": format!("{dtype:?}"),
         "batch": n,
@@ -160,6 +183,7 @@ fn decode(config: &EngineConfig, args: DecodeArgs) -> Result<ExitCode, BoxError>
     }
     let (mut ttft, mut prefill, mut decode) = (Vec::new(), Vec::new(), Vec::new());
     let mut tokens = Vec::new();
+    let mut first_top = Vec::new();
     for _ in 0..args.rounds.max(1) {
         let t = generator.bench_decode(&prompt, args.new_tokens.max(1))?;
         let p = t.prefill.as_secs_f64();
@@ -169,6 +193,7 @@ fn decode(config: &EngineConfig, args: DecodeArgs) -> Result<ExitCode, BoxError>
             decode.push((t.generated_tokens - 1) as f64 / t.decode.as_secs_f64());
         }
         tokens = t.tokens;
+        first_top = t.first_top;
     }
     let report = serde_json::json!({
         "bench": "decode",
@@ -181,6 +206,7 @@ fn decode(config: &EngineConfig, args: DecodeArgs) -> Result<ExitCode, BoxError>
         "decode_tokens_per_s": median(decode),
         "ids": {"seed": 11, "lo": id_range.0, "hi": id_range.1},
         "tokens": tokens,
+        "first_top": first_top,
     });
     println!("{report}");
     Ok(ExitCode::SUCCESS)
