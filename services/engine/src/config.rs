@@ -33,6 +33,10 @@ pub struct EngineConfig {
     pub max_extracted_chars: usize,
     /// Longest a PDF's text extraction may run, in milliseconds. Default: 30,000.
     pub max_parse_ms: u64,
+    /// Longest one document's processing (parse, chunk, embed) may run once it has a
+    /// worker, in milliseconds; past it the document fails with `time_limit` and nothing of
+    /// it is written. Default: 600,000.
+    pub max_document_ms: u64,
     /// Hits returned by `Retrieve` when the request does not say. Default: 10.
     pub default_top_k: usize,
     /// Candidates each retriever contributes before fusion. Default: 50.
@@ -65,6 +69,7 @@ impl Default for EngineConfig {
             max_decompressed_bytes: 256 << 20,
             max_extracted_chars: 20_000_000,
             max_parse_ms: 30_000,
+            max_document_ms: 600_000,
             default_top_k: 10,
             candidates: 50,
             rrf_k: 60.0,

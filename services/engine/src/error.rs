@@ -36,6 +36,9 @@ pub enum Error {
     /// A model could not be loaded or run.
     #[error("{0}")]
     Model(#[from] ModelError),
+    /// Processing one document (parse, chunk, embed) ran past `max_document_ms`.
+    #[error("processing the document took longer than the limit of {limit_ms} ms")]
+    DocumentTimeLimit { limit_ms: u64 },
     /// A worker task died.
     #[error("internal error: {0}")]
     Internal(String),
@@ -45,7 +48,9 @@ impl Error {
     /// The coarse kind of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::InvalidArgument(_) | Error::Document(_) => ErrorKind::InvalidArgument,
+            Error::InvalidArgument(_) | Error::Document(_) | Error::DocumentTimeLimit { .. } => {
+                ErrorKind::InvalidArgument
+            }
             Error::Index(e) => match e {
                 IndexError::CollectionNotFound(..) => ErrorKind::NotFound,
                 IndexError::CollectionExists(..) => ErrorKind::AlreadyExists,
@@ -90,6 +95,7 @@ impl Error {
                 IndexError::InvalidArgument(..) => "invalid_argument",
                 _ => "store_error",
             },
+            Error::DocumentTimeLimit { .. } => "time_limit",
             Error::Model(ModelError::ModelMissing { .. }) => "model_missing",
             Error::Model(_) => "model_error",
             Error::Internal(_) => "internal",

@@ -371,9 +371,11 @@ impl Engine {
         );
         let size = doc.content.len() as u64;
         let content = doc.content;
+        let limit_ms = self.config.max_document_ms;
         let (loaded_title, encoding, chunks, t) = blocking(move || {
             let mut t = timings;
             let clock = Instant::now();
+            let deadline = clock + Duration::from_millis(limit_ms);
             let loaded = quire_ingest::load(&content, media, &limits)?;
             t.parse = clock.elapsed();
             let clock = Instant::now();
@@ -384,7 +386,12 @@ impl Engine {
             }
             let texts: Vec<&str> = chunks.iter().map(|c| c.indexed_text.as_str()).collect();
             let clock = Instant::now();
-            let vectors = embedder.embed(&texts)?;
+            let vectors = embedder
+                .embed_before(&texts, Some(deadline))
+                .map_err(|e| match e {
+                    quire_models::Error::Deadline { .. } => Error::DocumentTimeLimit { limit_ms },
+                    e => e.into(),
+                })?;
             t.embed = clock.elapsed();
             let chunks: Vec<NewChunk> = chunks
                 .into_iter()

@@ -238,6 +238,17 @@ impl Embedder {
     /// text, in input order. Texts longer than [`Embedder::max_tokens`] are truncated. A
     /// text's vector does not depend on the other texts in the call (up to float rounding).
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
+        self.embed_before(texts, None)
+    }
+
+    /// [`Embedder::embed`] that gives up with [`Error::Deadline`] when `deadline` passes.
+    /// It is checked before each forward pass (a batch of [`Embedder::with_batch_tokens`]
+    /// tokens), so it can be overrun by at most one pass.
+    pub fn embed_before(
+        &self,
+        texts: &[&str],
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Vec<Vec<f32>>, Error> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
@@ -261,7 +272,15 @@ impl Embedder {
         }
 
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        let mut done = 0;
         for batch in batches {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Err(Error::Deadline {
+                    done,
+                    total: texts.len(),
+                });
+            }
+            done += batch.len();
             let items: Vec<&tokenizers::Encoding> =
                 batch.iter().filter_map(|&i| encodings.get(i)).collect();
             let vectors = self.embed_batch(&items)?;

@@ -29,6 +29,9 @@ pub enum Error {
         prompt_tokens: usize,
         context_length: usize,
     },
+    /// Work stopped because its deadline passed.
+    #[error("stopped at the deadline after {done} of {total} texts")]
+    Deadline { done: usize, total: usize },
     /// A model name that is not one of the known choices.
     #[error("unknown model {given:?}; expected one of: {expected}")]
     UnknownModel { given: String, expected: String },

@@ -516,3 +516,30 @@ async fn health_and_reflection_list_the_services() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_over_its_time_budget_fails_with_time_limit_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // A zero budget has passed before the first embedding pass.
+    let server = TestServer::start_with(dir.path(), |c| c.max_document_ms = 0).await;
+    let mut ingest = server.ingest_client().await;
+    let err = ingest
+        .ingest_document(corpus().remove(0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("time_limit: ") && err.message().contains("limit of 0 ms"),
+        "{}",
+        err.message()
+    );
+    let listed = ingest
+        .list_documents(pb::ListDocumentsRequest {
+            collection: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.documents.is_empty(), "{:?}", listed.documents);
+    server.stop().await;
+}
