@@ -1375,7 +1375,8 @@ impl<'a> Extractor<'a> {
             out: PageWriter::default(),
         };
         page.run(&content, &resources, 0)?;
-        Ok(tidy(&page.out.text))
+        let ordered = page.out.columns();
+        Ok(tidy(ordered.as_deref().unwrap_or(&page.out.text)))
     }
 
     /// The font `name` in `resources`, loaded once per document.
@@ -1704,6 +1705,19 @@ struct PageWriter {
     pen: Option<Pen>,
     /// How far down the last line break moved, to tell paragraph gaps from line spacing.
     last_step: Option<f32>,
+    /// The same text cut into positioned runs, for finding columns ([`PageWriter::columns`]).
+    segments: Vec<Segment>,
+    /// Some text was not upright left-to-right: the page is left in drawing order.
+    skewed: bool,
+}
+
+/// Glyphs on one baseline with no gap wider than 1.5 em between them.
+struct Segment {
+    text: String,
+    x0: f32,
+    x1: f32,
+    y: f32,
+    size: f32,
 }
 
 impl PageWriter {
@@ -1734,6 +1748,7 @@ impl PageWriter {
             dir: g.dir,
             size: g.size,
         });
+        let before = self.text.len();
         for c in text.chars() {
             match c {
                 '\u{fb00}' => self.push_str("ff", chars_left, limits)?,
@@ -1753,7 +1768,126 @@ impl PageWriter {
                 }
             }
         }
+        self.track_segment(g, before);
         Ok(())
+    }
+
+    /// Records the text added since byte `before` as part of a [`Segment`].
+    fn track_segment(&mut self, g: &Glyph, before: usize) {
+        let upright = (g.dir.0 - 1.0).abs() < 0.01 && g.dir.1.abs() < 0.01;
+        if !upright {
+            self.skewed = true;
+            return;
+        }
+        let added = self.text.get(before..).unwrap_or_default();
+        let spaced = self.text.get(..before).is_some_and(|t| t.ends_with(' '));
+        let (x0, x1, y) = (g.start.0.min(g.end.0), g.start.0.max(g.end.0), g.start.1);
+        if let Some(seg) = self.segments.last_mut() {
+            let em = seg.size.max(g.size);
+            let same_line = (y - seg.y).abs() <= 0.5 * em;
+            let near = x0 >= seg.x1 - em && x0 - seg.x1 <= 1.5 * em;
+            if same_line && near {
+                if spaced && !seg.text.ends_with(' ') {
+                    seg.text.push(' ');
+                }
+                seg.text.push_str(added);
+                seg.x1 = seg.x1.max(x1);
+                return;
+            }
+        }
+        self.segments.push(Segment {
+            text: added.to_string(),
+            x0,
+            x1,
+            y,
+            size: g.size,
+        });
+    }
+
+    /// The page's text in column order when it is laid out in two columns whose lines were
+    /// drawn interleaved (left, right, left…); `None` keeps the drawing order.
+    ///
+    /// Two columns: a vertical gutter that at most one line in twenty crosses, at least four
+    /// runs on each side, and runs that mostly fill their column's width (a table's short
+    /// cells do not, so tables keep their rows). Runs crossing the gutter must all lie above
+    /// the columns (a title) or below them; they are read first or last.
+    fn columns(&self) -> Option<String> {
+        if self.skewed {
+            return None;
+        }
+        let segs: Vec<&Segment> = self
+            .segments
+            .iter()
+            .filter(|s| !s.text.trim().is_empty() && s.x1.is_finite() && s.y.is_finite())
+            .collect();
+        if segs.len() < 8 {
+            return None;
+        }
+        let lo = segs.iter().map(|s| s.x0).fold(f32::INFINITY, f32::min);
+        let hi = segs.iter().map(|s| s.x1).fold(f32::NEG_INFINITY, f32::max);
+        let width = hi - lo;
+        if width <= 0.0 {
+            return None;
+        }
+        let crossing = |g: f32| {
+            segs.iter()
+                .filter(|s| s.x0 < g - 0.5 && s.x1 > g + 0.5)
+                .count()
+        };
+        let gutter = segs
+            .iter()
+            .map(|s| s.x0)
+            .filter(|&x| x > lo + 0.3 * width && x < lo + 0.7 * width)
+            .min_by_key(|&g| (crossing(g), (g - (lo + 0.5 * width)).abs() as i64))?;
+        let crossed = crossing(gutter);
+        if crossed > segs.len() / 20 {
+            return None;
+        }
+        let side = |s: &Segment| {
+            if s.x1 <= gutter + 0.5 {
+                Some(false)
+            } else if s.x0 >= gutter - 0.5 {
+                Some(true)
+            } else {
+                None
+            }
+        };
+        let (mut left, mut right, mut across) = (Vec::new(), Vec::new(), Vec::new());
+        for &s in &segs {
+            match side(s) {
+                Some(false) => left.push(s),
+                Some(true) => right.push(s),
+                None => across.push(s),
+            }
+        }
+        if left.len() < 4 || right.len() < 4 || !fills_column(&left) || !fills_column(&right) {
+            return None;
+        }
+        // Already in reading order when no left run is drawn after a right one.
+        let first_right = segs.iter().position(|s| side(s) == Some(true))?;
+        if !segs[first_right..].iter().any(|s| side(s) == Some(false)) {
+            return None;
+        }
+        let top = left
+            .iter()
+            .chain(&right)
+            .map(|s| s.y)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let bottom = left
+            .iter()
+            .chain(&right)
+            .map(|s| s.y)
+            .fold(f32::INFINITY, f32::min);
+        let (head, foot): (Vec<&Segment>, Vec<&Segment>) =
+            across.into_iter().partition(|s| s.y > top);
+        if foot.iter().any(|s| s.y >= bottom) {
+            return None;
+        }
+        let mut out = String::new();
+        for block in [head, left, right, foot] {
+            write_block(block, &mut out);
+        }
+        Some(out)
     }
 
     fn push_str(&mut self, s: &str, chars_left: &mut usize, limits: &Limits) -> Result<(), Error> {
@@ -1817,6 +1951,35 @@ impl PageWriter {
         if !self.text.is_empty() && !self.text.ends_with("\n\n") {
             self.text.push('\n');
         }
+    }
+}
+
+/// Whether most runs span at least 60% of the width their column's runs cover.
+fn fills_column(segs: &[&Segment]) -> bool {
+    let lo = segs.iter().map(|s| s.x0).fold(f32::INFINITY, f32::min);
+    let hi = segs.iter().map(|s| s.x1).fold(f32::NEG_INFINITY, f32::max);
+    let wide = segs
+        .iter()
+        .filter(|s| s.x1 - s.x0 >= 0.6 * (hi - lo))
+        .count();
+    2 * wide >= segs.len()
+}
+
+/// Appends `block`'s runs top to bottom, left to right: runs on one baseline joined by a
+/// space, lines by a newline, a blank line where the gap is wider than 1.8 lines.
+fn write_block(mut block: Vec<&Segment>, out: &mut String) {
+    block.sort_by(|a, b| b.y.total_cmp(&a.y).then(a.x0.total_cmp(&b.x0)));
+    let mut prev: Option<&Segment> = None;
+    for s in block {
+        match prev {
+            Some(p) if (p.y - s.y).abs() <= 0.5 * p.size.max(s.size) => out.push(' '),
+            Some(p) if p.y - s.y > 1.8 * p.size.max(s.size) => out.push_str("\n\n"),
+            Some(_) => out.push('\n'),
+            None if !out.is_empty() => out.push_str("\n\n"),
+            None => {}
+        }
+        out.push_str(s.text.trim());
+        prev = Some(s);
     }
 }
 

@@ -466,3 +466,68 @@ fn hostile_content_streams_are_values_not_panics_or_hangs() {
     assert!(doc.text.starts_with("loop"));
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
+
+/// A page drawn row by row across two columns: each left line, then the right line beside it.
+fn two_column_page(left: &[&str], right: &[&str], title: Option<&str>) -> String {
+    let mut content = String::new();
+    if let Some(t) = title {
+        content.push_str(&format!("BT /F2 14 Tf 72 740 Td ({t}) Tj ET "));
+    }
+    for (i, (l, r)) in left.iter().zip(right).enumerate() {
+        let y = 700 - 14 * i as i32;
+        content.push_str(&format!("BT /F2 10 Tf 72 {y} Td ({l}) Tj ET "));
+        content.push_str(&format!("BT /F2 10 Tf 320 {y} Td ({r}) Tj ET "));
+    }
+    content
+}
+
+#[test]
+fn two_columns_drawn_row_by_row_are_read_column_by_column() {
+    let left = [
+        "The left column begins the story here",
+        "and it continues down the same column",
+        "for several lines of ordinary prose in",
+        "a narrow measure until it reaches the",
+        "end of the left column at the bottom.",
+    ];
+    let right = [
+        "The right column picks the story up in",
+        "its own measure and carries it further",
+        "down the page with more ordinary prose",
+        "so that a reader finishes the page on",
+        "the last line of the right column here.",
+    ];
+    let page = two_column_page(&left, &right, Some("A Two Column Title"));
+    let doc = load_pdf(&pdf_with_content(&[&page], &[])).unwrap();
+    let mut want = vec!["A Two Column Title"];
+    want.extend(left);
+    want.extend(right);
+    assert_eq!(
+        doc.text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>(),
+        want
+    );
+}
+
+#[test]
+fn a_table_drawn_row_by_row_keeps_its_rows() {
+    let names = ["Name", "Alpha", "Beta", "Gamma", "Delta", "Epsilon"];
+    let values = [
+        "Value",
+        "one point five",
+        "two",
+        "three and a bit more than that",
+        "four",
+        "five",
+    ];
+    let page = two_column_page(&names, &values, None);
+    let doc = load_pdf(&pdf_with_content(&[&page], &[])).unwrap();
+    let rows: Vec<String> = names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect();
+    assert_eq!(doc.text.lines().collect::<Vec<_>>(), rows);
+}
