@@ -256,18 +256,26 @@ impl Embedder {
             .embed_tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(Error::tokenizer)?;
-        // Sort by length so each batch pads little, then cut batches by padded token count.
+        // Sort by length, then cut batches by padded token count, and wherever padding would
+        // exceed a fifth of a batch's real tokens (a document's few chunks differ in length:
+        // on the CPU one text per pass costs about the same per token as a full batch, so
+        // padding is pure waste).
         let len = |i: usize| encodings.get(i).map_or(0, |e| e.get_ids().len());
         let mut order: Vec<usize> = (0..encodings.len()).collect();
         order.sort_by_key(|&i| len(i));
         let mut batches: Vec<&[usize]> = Vec::new();
-        let mut start = 0;
+        let (mut start, mut real) = (0, 0);
         for end in 1..=order.len() {
+            real += order.get(end - 1).map_or(0, |&i| len(i));
             // Sorted ascending: the last text of a batch is its longest.
-            let next_cost = order.get(end).map(|&i| (end + 1 - start) * len(i));
-            if next_cost.is_none_or(|c| c > self.batch_tokens) {
+            let next = order.get(end).map(|&i| len(i));
+            let split = next.is_none_or(|l| {
+                let padded = (end + 1 - start) * l;
+                padded > self.batch_tokens || 5 * padded > 6 * (real + l)
+            });
+            if split {
                 batches.push(&order[start..end]);
-                start = end;
+                (start, real) = (end, 0);
             }
         }
 
