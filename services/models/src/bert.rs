@@ -54,6 +54,26 @@ fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Res
     }
 }
 
+/// Applies `f(dst_row, src_row)` to rows of `cols` values of a contiguous f32 tensor, in
+/// parallel, into a new tensor of the same shape.
+fn map_rows(
+    storage: &CpuStorage,
+    layout: &Layout,
+    cols: usize,
+    op: &str,
+    f: impl Fn(&mut [f32], &[f32]) + Sync,
+) -> Result<(CpuStorage, Shape)> {
+    let src = contiguous_f32(storage, layout, op)?;
+    if cols == 0 || src.len() % cols != 0 {
+        candle_core::bail!("{op}: rows of {cols} do not divide {:?}", layout.dims());
+    }
+    let mut dst = vec![0f32; src.len()];
+    dst.par_chunks_mut(cols)
+        .zip(src.par_chunks(cols))
+        .for_each(|(d, s)| f(d, s));
+    Ok((CpuStorage::F32(dst), layout.shape().clone()))
+}
+
 /// Softmax over the last dimension, rows in parallel, with [`fast_exp`]. CPU and f32 only.
 struct Softmax;
 
@@ -63,27 +83,19 @@ impl CustomOp1 for Softmax {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let src = contiguous_f32(storage, layout, "softmax")?;
         let cols = layout.dims().last().copied().unwrap_or(0);
-        if cols == 0 || src.len() % cols != 0 {
-            candle_core::bail!("softmax: bad shape {:?}", layout.dims());
-        }
-        let mut dst = vec![0f32; src.len()];
-        dst.par_chunks_mut(cols)
-            .zip(src.par_chunks(cols))
-            .for_each(|(d, s)| {
-                let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for (d, &s) in d.iter_mut().zip(s) {
-                    *d = fast_exp(s - max);
-                    sum += *d;
-                }
-                let inv = 1.0 / sum;
-                for d in d.iter_mut() {
-                    *d *= inv;
-                }
-            });
-        Ok((CpuStorage::F32(dst), layout.shape().clone()))
+        map_rows(storage, layout, cols, "softmax", |d, s| {
+            let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for (d, &s) in d.iter_mut().zip(s) {
+                *d = fast_exp(s - max);
+                sum += *d;
+            }
+            let inv = 1.0 / sum;
+            for d in d.iter_mut() {
+                *d *= inv;
+            }
+        })
     }
 }
 
@@ -122,20 +134,11 @@ impl CustomOp1 for BiasGelu {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let src = contiguous_f32(storage, layout, "bias-gelu")?;
-        let cols = self.bias.len();
-        if cols == 0 || src.len() % cols != 0 {
-            candle_core::bail!("bias-gelu: bias of {cols} does not divide {}", src.len());
-        }
-        let mut dst = vec![0f32; src.len()];
-        dst.par_chunks_mut(cols)
-            .zip(src.par_chunks(cols))
-            .for_each(|(d, s)| {
-                for ((d, &s), &b) in d.iter_mut().zip(s).zip(&self.bias) {
-                    *d = gelu(s + b);
-                }
-            });
-        Ok((CpuStorage::F32(dst), layout.shape().clone()))
+        map_rows(storage, layout, self.bias.len(), "bias-gelu", |d, s| {
+            for ((d, &s), &b) in d.iter_mut().zip(s).zip(&self.bias) {
+                *d = gelu(s + b);
+            }
+        })
     }
 }
 
@@ -143,11 +146,18 @@ impl CustomOp1 for BiasGelu {
 struct Linear {
     w: Tensor,
     b: Tensor,
+    /// How the bias is added; set by [`Linear::fold_bias`].
+    bias: BiasPath,
+}
+
+enum BiasPath {
+    /// A broadcast add after the matmul.
+    Broadcast,
     /// `w` with `b` as an extra input row and zero rows up to a multiple of 8 inputs
-    /// ([`BIAS_PAD`]): the bias added by the matmul itself (see [`Linear::fold_bias`]).
-    w_bias: Option<Tensor>,
-    /// `b` as a (1, out) row, for [`BiasMode::Outer`].
-    b_row: Option<Tensor>,
+    /// ([`BIAS_PAD`]): the matmul adds the bias itself.
+    Folded(Tensor),
+    /// `b` as a (1, out) row, expanded by a rank-1 matmul.
+    Outer(Tensor),
 }
 
 /// How a linear layer adds its bias off the CPU. candle's CUDA kernels for broadcast and
@@ -193,8 +203,7 @@ impl Linear {
         Ok(Linear {
             w,
             b,
-            w_bias: None,
-            b_row: None,
+            bias: BiasPath::Broadcast,
         })
     }
 
@@ -204,22 +213,22 @@ impl Linear {
     fn fold_bias(&mut self, mode: BiasMode) -> Result<()> {
         let out = self.b.dim(0)?;
         let row = self.b.reshape((1, out))?;
-        match mode {
-            BiasMode::Broadcast => {}
+        self.bias = match mode {
+            BiasMode::Broadcast => BiasPath::Broadcast,
             BiasMode::Folded => {
                 let zeros = Tensor::zeros((BIAS_PAD - 1, out), self.w.dtype(), self.w.device())?;
-                self.w_bias = Some(Tensor::cat(&[&self.w, &row, &zeros], 0)?);
+                BiasPath::Folded(Tensor::cat(&[&self.w, &row, &zeros], 0)?)
             }
-            BiasMode::Outer => self.b_row = Some(row),
-        }
+            BiasMode::Outer => BiasPath::Outer(row),
+        };
         Ok(())
     }
 
     /// `x` is (rows, in); `cols` the per-pass inputs of a folded or outer bias.
     fn forward(&self, x: &Tensor, cols: Option<&BiasCols>) -> Result<Tensor> {
-        match (&self.w_bias, &self.b_row, cols) {
-            (Some(w), _, Some(c)) => Tensor::cat(&[x, &c.pad], 1)?.matmul(w),
-            (None, Some(row), Some(c)) => x.matmul(&self.w)? + c.ones.matmul(row)?,
+        match (&self.bias, cols) {
+            (BiasPath::Folded(w), Some(c)) => Tensor::cat(&[x, &c.pad], 1)?.matmul(w),
+            (BiasPath::Outer(row), Some(c)) => x.matmul(&self.w)? + c.ones.matmul(row)?,
             _ => x.matmul(&self.w)?.broadcast_add(&self.b),
         }
     }
@@ -307,8 +316,7 @@ impl Bert {
             let qkv = Linear {
                 w: Tensor::cat(&[(q.w * scale)?, k.w, v.w], 1)?.contiguous()?,
                 b: Tensor::cat(&[(q.b * scale)?, k.b, v.b], 0)?,
-                w_bias: None,
-                b_row: None,
+                bias: BiasPath::Broadcast,
             };
             let up = Linear::load(l.pp("intermediate.dense"), h, inter)?;
             layers.push(Layer {

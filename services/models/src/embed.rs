@@ -34,6 +34,7 @@ pub struct Embedder {
 pub struct EmbeddingModel {
     bert: Bert,
     dimension: usize,
+    vocab_size: usize,
     device: Device,
     dtype: DType,
 }
@@ -69,6 +70,7 @@ impl EmbeddingModel {
         Ok(EmbeddingModel {
             bert,
             dimension: config.hidden_size,
+            vocab_size: config.vocab_size,
             device: device.clone(),
             dtype,
         })
@@ -77,6 +79,11 @@ impl EmbeddingModel {
     /// Length of every vector this model returns.
     pub fn dimension(&self) -> usize {
         self.dimension
+    }
+
+    /// Token ids this model accepts: `0..vocab_size`.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
     }
 
     /// The device the weights live on.

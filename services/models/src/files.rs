@@ -154,6 +154,26 @@ pub(crate) fn llm_files(model_dir: &Path, choice: LlmChoice) -> Result<Vec<PathB
     Ok(files)
 }
 
+/// A file that can be read and seeked, for GGUF readers.
+pub(crate) trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}
+
+/// The GGUF of `choice` opened for reading: its one file, or its parts read back to back
+/// through a [`PartsReader`].
+pub(crate) fn open_llm(
+    model_dir: &Path,
+    choice: crate::LlmChoice,
+) -> Result<Box<dyn ReadSeek>, Error> {
+    match llm_files(model_dir, choice)?.as_slice() {
+        [single] => {
+            let file = File::open(single)
+                .map_err(|e| Error::Load(format!("{}: {e}", single.display())))?;
+            Ok(Box::new(file))
+        }
+        parts => Ok(Box::new(PartsReader::open(parts).map_err(Error::load)?)),
+    }
+}
+
 pub(crate) fn is_non_empty_file(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0)
 }

@@ -1,7 +1,6 @@
 //! GGUF chat generation (quantized llama / qwen2) with streaming, cancellation and seeded
 //! sampling.
 
-use std::fs::File;
 use std::io::{Read, Seek};
 use std::path::Path;
 use std::sync::Mutex;
@@ -13,7 +12,7 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::{quantized_llama, quantized_qwen2};
 use serde::{Deserialize, Serialize};
 
-use crate::files::{PartsReader, llm_files};
+use crate::files::open_llm;
 use crate::gguf_tokenizer::{self, GgufTokenizer, as_i64};
 use crate::hf::HfWeights;
 use crate::template::ChatTemplate;
@@ -160,20 +159,10 @@ impl Generator {
     /// file is absent; [`Error::Load`] for unreadable or malformed GGUFs;
     /// [`Error::Tokenizer`] / [`Error::Template`] when the metadata cannot be used.
     pub fn load(model_dir: &Path, choice: LlmChoice) -> Result<Generator, Error> {
-        let files = llm_files(model_dir, choice)?;
+        let mut reader = open_llm(model_dir, choice)?;
         let device = crate::select_device();
         let started = Instant::now();
-        let generator = match files.as_slice() {
-            [single] => {
-                let mut file = File::open(single)
-                    .map_err(|e| Error::Load(format!("{}: {e}", single.display())))?;
-                Self::from_reader(&mut file, choice, device)
-            }
-            parts => {
-                let mut reader = PartsReader::open(parts).map_err(Error::load)?;
-                Self::from_reader(&mut reader, choice, device)
-            }
-        }?;
+        let generator = Self::from_reader(&mut reader, choice, device)?;
         tracing::info!(
             model = %choice,
             context = generator.context_length,
@@ -235,12 +224,7 @@ impl Generator {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         weights.clear_kv_cache().map_err(Error::inference)?;
         let started = Instant::now();
-        let mut logits = None;
-        let chunk = weights.prefill_chunk();
-        for (i, ids) in prompt_ids.chunks(chunk).enumerate() {
-            logits = Some(self.forward(&mut weights, ids, i * chunk)?);
-        }
-        let mut logits = logits.ok_or_else(|| Error::Inference("empty prompt".into()))?;
+        let mut logits = self.prefill(&mut weights, prompt_ids)?;
         let mut next = argmax(&logits)?;
         let prefill = started.elapsed();
         let mut first_top: Vec<(u32, f32)> = logits
@@ -423,12 +407,7 @@ impl Generator {
             if limit == 0 {
                 return Ok(());
             }
-            let mut logits = None;
-            let size = weights.prefill_chunk();
-            for (i, chunk) in prompt_ids.chunks(size).enumerate() {
-                logits = Some(self.forward(&mut weights, chunk, i * size)?);
-            }
-            let mut logits = logits.ok_or_else(|| Error::Inference("empty prompt".to_string()))?;
+            let mut logits = self.prefill(&mut weights, &prompt_ids)?;
             loop {
                 let next = sampler.sample(&logits).map_err(Error::inference)?;
                 first_token_at.get_or_insert_with(Instant::now);
@@ -472,6 +451,17 @@ impl Generator {
             time_to_first_token: first_token_at.map_or(total, |t| t.duration_since(started)),
             total,
         })
+    }
+
+    /// Runs the prompt from position 0, in chunks the model can take, and returns the last
+    /// position's logits.
+    fn prefill(&self, weights: &mut Weights, prompt_ids: &[u32]) -> Result<Tensor, Error> {
+        let size = weights.prefill_chunk();
+        let mut logits = None;
+        for (i, chunk) in prompt_ids.chunks(size).enumerate() {
+            logits = Some(self.forward(weights, chunk, i * size)?);
+        }
+        logits.ok_or_else(|| Error::Inference("empty prompt".into()))
     }
 
     /// Runs `ids` at positions `pos..` and returns the last position's logits as f32.

@@ -7,7 +7,6 @@
 //! layout, so a safetensors checkpoint of the same model can be served with them.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file;
@@ -17,7 +16,7 @@ use candle_transformers::models::{llama, qwen2};
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
-use crate::files::{PartsReader, llm_files};
+use crate::files::open_llm;
 use crate::gguf_tokenizer::{self, GgufTokenizer, as_i64};
 use crate::{Error, LlmChoice};
 
@@ -293,19 +292,8 @@ pub fn export_tokenizer(
     choice: LlmChoice,
     out_dir: &Path,
 ) -> Result<Vec<PathBuf>, Error> {
-    let files = llm_files(model_dir, choice)?;
-    let content = match files.as_slice() {
-        [single] => {
-            let mut f = File::open(single)
-                .map_err(|e| Error::Load(format!("{}: {e}", single.display())))?;
-            gguf_file::Content::read(&mut f)
-        }
-        parts => {
-            let mut reader = PartsReader::open(parts).map_err(Error::load)?;
-            gguf_file::Content::read(&mut reader)
-        }
-    }
-    .map_err(|e| Error::Load(format!("reading GGUF header: {e}")))?;
+    let content = gguf_file::Content::read(&mut open_llm(model_dir, choice)?)
+        .map_err(|e| Error::Load(format!("reading GGUF header: {e}")))?;
     let md = &content.metadata;
     let tok = gguf_tokenizer::build(md)?;
     let template = gguf_tokenizer::chat_template(md)?;

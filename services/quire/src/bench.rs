@@ -99,18 +99,14 @@ fn synthetic_ids(count: usize, lo: u32, hi: u32, seed: u64) -> Vec<u32> {
 }
 
 fn encoder(args: EncoderArgs) -> Result<ExitCode, BoxError> {
-    #[derive(Deserialize)]
-    struct Vocab {
-        vocab_size: u32,
-    }
-    let vocab: Vocab = serde_json::from_str(&std::fs::read_to_string(&args.model_config)?)?;
     let device = quire_models::select_device();
     let dtype = quire_models::model_dtype(&device);
     let model =
         quire_models::EmbeddingModel::load(&args.model_config, &args.weights, &device, dtype)?;
     let (n, seq) = (args.batch.max(1), args.seq.max(1));
     // Ids above the special tokens of a BERT vocabulary.
-    let id_range = (1000.min(vocab.vocab_size / 2), vocab.vocab_size);
+    let vocab = u32::try_from(model.vocab_size())?;
+    let id_range = (1000.min(vocab / 2), vocab);
     let ids = synthetic_ids(n * seq, id_range.0, id_range.1, 7);
     let mut mask = vec![1u32; n * seq];
     if args.padding {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TestServer, corpus, doc, ingest_corpus, retrieve};
+use common::{TestServer, corpus, doc, ingest_corpus, list_test_documents, retrieve};
 use quire_proto::v1 as pb;
 use tonic::Code;
 
@@ -82,14 +82,7 @@ async fn metadata_is_stored_returned_and_filters_retrieval() {
         let r = ingest.ingest_document(req).await.unwrap().into_inner();
         assert_eq!(r.status, pb::document_result::Status::Created as i32);
     }
-    let docs = ingest
-        .list_documents(pb::ListDocumentsRequest {
-            collection: "test".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .documents;
+    let docs = list_test_documents(&mut ingest).await;
     let chess = docs.iter().find(|d| d.id == "chess.txt").unwrap();
     assert_eq!(chess.metadata.get("topic"), Some(&string("games")));
 
@@ -308,14 +301,8 @@ async fn reingest_is_unchanged_and_delete_removes_from_both_stores() {
         hits.iter().all(|h| h.document_id != "chess.txt"),
         "{hits:#?}"
     );
-    let listed = ingest
-        .list_documents(pb::ListDocumentsRequest {
-            collection: "test".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let ids: Vec<_> = listed.documents.iter().map(|d| d.id.as_str()).collect();
+    let listed = list_test_documents(&mut ingest).await;
+    let ids: Vec<_> = listed.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(ids, vec!["beekeeping.pdf", "volcano.md"]);
     server.stop().await;
 }
@@ -533,13 +520,7 @@ async fn a_document_over_its_time_budget_fails_with_time_limit_and_writes_nothin
         "{}",
         err.message()
     );
-    let listed = ingest
-        .list_documents(pb::ListDocumentsRequest {
-            collection: "test".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(listed.documents.is_empty(), "{:?}", listed.documents);
+    let listed = list_test_documents(&mut ingest).await;
+    assert!(listed.is_empty(), "{listed:?}");
     server.stop().await;
 }

@@ -94,6 +94,20 @@ pub fn doc(id: &str, media_type: &str, content: impl Into<Vec<u8>>) -> pb::Inges
     }
 }
 
+/// The documents listed in collection "test".
+pub async fn list_test_documents(
+    client: &mut IngestServiceClient<Channel>,
+) -> Vec<pb::DocumentInfo> {
+    client
+        .list_documents(pb::ListDocumentsRequest {
+            collection: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .documents
+}
+
 pub async fn retrieve(client: &mut QueryServiceClient<Channel>, query: &str) -> Vec<pb::Hit> {
     client
         .retrieve(pb::RetrieveRequest {
