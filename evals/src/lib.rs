@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+pub mod beir;
+
 /// Relevance judgements for one query: document id → graded relevance (> 0 is relevant).
 pub type Qrels = HashMap<String, u32>;
 

@@ -82,7 +82,7 @@ pub struct IngestOutcome {
     pub timings: StageTimings,
 }
 
-/// Time one ingest spent in each stage.
+/// Time one ingest spent in each stage, and the tokens it embedded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StageTimings {
     /// Waiting for an ingest slot (`ingest_workers`).
@@ -95,6 +95,8 @@ pub struct StageTimings {
     pub embed: Duration,
     /// Writing both stores and the catalog, durably.
     pub write: Duration,
+    /// Tokens the embedder ran over for this document (all chunks, after truncation).
+    pub embedded_tokens: u64,
 }
 
 /// The result of [`Engine::delete_documents`].
@@ -386,16 +388,17 @@ impl Engine {
             }
             let texts: Vec<&str> = chunks.iter().map(|c| c.indexed_text.as_str()).collect();
             let clock = Instant::now();
-            let vectors = embedder
+            let embedded = embedder
                 .embed_before(&texts, Some(deadline))
                 .map_err(|e| match e {
                     quire_models::Error::Deadline { .. } => Error::DocumentTimeLimit { limit_ms },
                     e => e.into(),
                 })?;
             t.embed = clock.elapsed();
+            t.embedded_tokens = embedded.tokens as u64;
             let chunks: Vec<NewChunk> = chunks
                 .into_iter()
-                .zip(vectors)
+                .zip(embedded.vectors)
                 .map(|(c, vector)| NewChunk {
                     ordinal: c.ordinal,
                     page: c.page,

@@ -9,6 +9,7 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 
 use crate::Error;
 use crate::bert::{Bert, StageProfile};
+use crate::bert_cpu::CpuBert;
 use crate::files::minilm_dir;
 
 const MODEL_ID: &str = "all-MiniLM-L6-v2";
@@ -17,6 +18,15 @@ const MAX_TOKENS: usize = 256;
 /// Default budget of one forward pass: texts × padded length ≤ this many tokens
 /// (32 full-length texts, or more shorter ones).
 pub const DEFAULT_BATCH_TOKENS: usize = 32 * MAX_TOKENS;
+
+/// What [`Embedder::embed_before`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct Embedded {
+    /// One unit-norm vector per text, in input order.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens the encoder ran over ([CLS] and [SEP] included, after truncation).
+    pub tokens: usize,
+}
 
 /// A sentence embedder (all-MiniLM-L6-v2): mean pooling over the attention mask, then L2
 /// normalisation, exactly as sentence-transformers does. `Send + Sync`; `embed` takes `&self`.
@@ -32,11 +42,19 @@ pub struct Embedder {
 /// The BERT encoder with sentence-transformers' pooling: token ids in, unit vectors out.
 /// Runs on [`crate::select_device`] in [`model_dtype`]'s precision.
 pub struct EmbeddingModel {
-    bert: Bert,
+    encoder: Encoder,
     dimension: usize,
     vocab_size: usize,
     device: Device,
     dtype: DType,
+}
+
+/// The two forward passes of the encoder.
+enum Encoder {
+    /// The CPU in f32: packed sequences, no padding ([`CpuBert`]).
+    Packed(CpuBert),
+    /// candle tensors on any device and precision: padded batches with a mask ([`Bert`]).
+    Padded(Bert),
 }
 
 /// The precision models run in on `device`: f32 on the CPU, bf16 on a GPU (Hopper and
@@ -66,9 +84,13 @@ impl EmbeddingModel {
         // files while they are loaded, and fetch replaces packages by renaming directories.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights_path], dtype, device) }
             .map_err(Error::load)?;
-        let bert = Bert::load(vb, &config).map_err(Error::load)?;
+        let encoder = if device.is_cpu() && dtype == DType::F32 {
+            Encoder::Packed(CpuBert::load(vb, &config)?)
+        } else {
+            Encoder::Padded(Bert::load(vb, &config).map_err(Error::load)?)
+        };
         Ok(EmbeddingModel {
-            bert,
+            encoder,
             dimension: config.hidden_size,
             vocab_size: config.vocab_size,
             device: device.clone(),
@@ -96,9 +118,33 @@ impl EmbeddingModel {
         self.dtype
     }
 
-    /// Embeds `n` sequences of `seq` tokens: `ids` and `mask` (1 for a token, 0 for padding)
-    /// are row-major `n × seq`. Returns one unit-norm vector per sequence, in order, after
-    /// the device has finished.
+    /// Whether padding costs nothing: the forward pass packs sequences of any lengths
+    /// (the CPU in f32). Otherwise a batch is padded to its longest sequence.
+    pub fn padding_free(&self) -> bool {
+        matches!(self.encoder, Encoder::Packed(_))
+    }
+
+    /// Embeds token sequences ([CLS] … [SEP], at most the model's positions each), returning
+    /// one unit-norm vector per sequence, in order, after the device has finished.
+    pub fn embed_sequences(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>, Error> {
+        match &self.encoder {
+            Encoder::Packed(bert) => bert.embed(seqs, None),
+            Encoder::Padded(_) => {
+                let seq = seqs.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
+                let n = seqs.len();
+                let (mut ids, mut mask) = (vec![0u32; n * seq], vec![0u32; n * seq]);
+                for (row, s) in seqs.iter().enumerate() {
+                    ids[row * seq..row * seq + s.len()].copy_from_slice(s);
+                    mask[row * seq..row * seq + s.len()].fill(1);
+                }
+                self.embed_ids(ids, mask, n, seq)
+            }
+        }
+    }
+
+    /// Embeds `n` sequences of `seq` tokens: `ids` and `mask` are row-major `n × seq`, and
+    /// each row of `mask` is ones (tokens) then zeros (padding). Returns one unit-norm vector
+    /// per sequence, in order, after the device has finished.
     pub fn embed_ids(
         &self,
         ids: Vec<u32>,
@@ -126,13 +172,28 @@ impl EmbeddingModel {
                 mask.len()
             )));
         }
+        let bert = match &self.encoder {
+            Encoder::Packed(bert) => {
+                let mut seqs = Vec::with_capacity(n);
+                for (row, m) in ids.chunks(seq.max(1)).zip(mask.chunks(seq.max(1))) {
+                    let len = m.iter().take_while(|&&v| v != 0).count();
+                    if m[len..].iter().any(|&v| v != 0) {
+                        return Err(Error::Inference(
+                            "embed_ids: a mask row must be ones, then zeros".into(),
+                        ));
+                    }
+                    seqs.push(&row[..len]);
+                }
+                return bert.embed(&seqs, profile);
+            }
+            Encoder::Padded(bert) => bert,
+        };
         let run = move || -> candle_core::Result<Vec<Vec<f32>>> {
             let padded = mask.contains(&0);
             let ids = Tensor::from_vec(ids, (n, seq), &self.device)?;
             let mask = Tensor::from_vec(mask, (n, seq), &self.device)?;
             let attention_mask = if padded { Some(&mask) } else { None };
-            let hidden = self
-                .bert
+            let hidden = bert
                 .forward(&ids, attention_mask, profile)?
                 .to_dtype(DType::F32)?; // (n, seq, dim)
             let mask_f = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, seq, 1)
@@ -245,7 +306,7 @@ impl Embedder {
     /// text, in input order. Texts longer than [`Embedder::max_tokens`] are truncated. A
     /// text's vector does not depend on the other texts in the call (up to float rounding).
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
-        self.embed_before(texts, None)
+        Ok(self.embed_before(texts, None)?.vectors)
     }
 
     /// [`Embedder::embed`] that gives up with [`Error::Deadline`] when `deadline` passes.
@@ -255,18 +316,18 @@ impl Embedder {
         &self,
         texts: &[&str],
         deadline: Option<std::time::Instant>,
-    ) -> Result<Vec<Vec<f32>>, Error> {
+    ) -> Result<Embedded, Error> {
         if texts.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Embedded::default());
         }
         let encodings = self
             .embed_tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(Error::tokenizer)?;
-        // Sort by length, then cut batches by padded token count, and wherever padding would
-        // exceed a fifth of a batch's real tokens (a document's few chunks differ in length:
-        // on the CPU one text per pass costs about the same per token as a full batch, so
-        // padding is pure waste).
+        // Sort by length, then cut batches by token count. A padded encoder counts padded
+        // tokens and also cuts wherever padding would exceed a fifth of a batch's real tokens
+        // (a document's few chunks differ in length, and padding is pure waste).
+        let padding_free = self.model.padding_free();
         let len = |i: usize| encodings.get(i).map_or(0, |e| e.get_ids().len());
         let mut order: Vec<usize> = (0..encodings.len()).collect();
         order.sort_by_key(|&i| len(i));
@@ -277,6 +338,9 @@ impl Embedder {
             // Sorted ascending: the last text of a batch is its longest.
             let next = order.get(end).map(|&i| len(i));
             let split = next.is_none_or(|l| {
+                if padding_free {
+                    return real + l > self.batch_tokens;
+                }
                 let padded = (end + 1 - start) * l;
                 padded > self.batch_tokens || 5 * padded > 6 * (real + l)
             });
@@ -287,6 +351,7 @@ impl Embedder {
         }
 
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        let tokens = encodings.iter().map(|e| e.get_ids().len()).sum();
         let mut done = 0;
         for batch in batches {
             if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
@@ -305,27 +370,15 @@ impl Embedder {
                 }
             }
         }
-        Ok(out)
+        Ok(Embedded {
+            vectors: out,
+            tokens,
+        })
     }
 
     fn embed_batch(&self, items: &[&tokenizers::Encoding]) -> Result<Vec<Vec<f32>>, Error> {
-        let seq_len = items
-            .iter()
-            .map(|e| e.get_ids().len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let n = items.len();
-        let mut ids = vec![0u32; n * seq_len];
-        let mut mask = vec![0u32; n * seq_len];
-        for (row, enc) in items.iter().enumerate() {
-            let base = row * seq_len;
-            for (j, &id) in enc.get_ids().iter().enumerate().take(seq_len) {
-                ids[base + j] = id;
-                mask[base + j] = 1;
-            }
-        }
-        self.model.embed_ids(ids, mask, n, seq_len)
+        let seqs: Vec<&[u32]> = items.iter().map(|e| e.get_ids()).collect();
+        self.model.embed_sequences(&seqs)
     }
 }
 

@@ -16,6 +16,7 @@
 //! `CANDLE_NUM_THREADS=1`. Avoid running embedding and generation at the same time on CPU.
 
 mod bert;
+mod bert_cpu;
 mod embed;
 mod error;
 mod fetch;
@@ -28,7 +29,7 @@ mod template;
 use std::path::PathBuf;
 
 pub use bert::StageProfile;
-pub use embed::{DEFAULT_BATCH_TOKENS, Embedder, EmbeddingModel, model_dtype};
+pub use embed::{DEFAULT_BATCH_TOKENS, Embedded, Embedder, EmbeddingModel, model_dtype};
 pub use error::Error;
 pub use fetch::{FetchReport, fetch};
 pub use files::{LlmChoice, ModelId, PartsReader};

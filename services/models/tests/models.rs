@@ -182,6 +182,47 @@ fn embeddings_match_candle_reference_bert() {
     }
 }
 
+/// The CPU encoder packs sequences without padding: a padded `embed_ids` batch must give
+/// each sequence's vector alone, and malformed input must be an error, not a panic.
+#[test]
+fn packed_encoder_ignores_padding_and_rejects_bad_input() {
+    let Some(e) = embedder() else { return };
+    let model = e.model();
+    assert!(model.padding_free(), "the f32 CPU encoder packs sequences");
+    let ids = |t: &str| e.tokenizer().encode(t, true).unwrap().get_ids().to_vec();
+    let (a, b) = (
+        ids("Short."),
+        ids("A longer sentence about harbour pilots at dawn."),
+    );
+    let seq = b.len();
+    let mut padded = a.clone();
+    padded.resize(seq, 0);
+    let mut mask = vec![1u32; a.len()];
+    mask.resize(seq, 0);
+    mask.extend(std::iter::repeat_n(1, seq));
+    let batch = model
+        .embed_ids([padded, b.clone()].concat(), mask, 2, seq)
+        .unwrap();
+    let alone = model.embed_sequences(&[&a, &b]).unwrap();
+    for (x, y) in batch.iter().zip(&alone) {
+        assert!(cosine(x, y) > 0.99999, "cosine {}", cosine(x, y));
+    }
+    let vocab = model.vocab_size() as u32;
+    let too_long = vec![101u32; 10_000];
+    for bad in [&[101, vocab, 102][..], &[][..], &too_long[..]] {
+        match model.embed_sequences(&[&a, bad]) {
+            Err(quire_models::Error::Inference(msg)) => assert!(!msg.is_empty()),
+            other => panic!("{} ids: {other:?}", bad.len()),
+        }
+    }
+    // A mask with a hole is not a padding mask.
+    let err = model.embed_ids(vec![101, 7, 102], vec![1, 0, 1], 1, 3);
+    assert!(
+        matches!(err, Err(quire_models::Error::Inference(_))),
+        "{err:?}"
+    );
+}
+
 /// The generic path (candle's own ops, taken on a GPU and for non-f32 precisions) with
 /// padding in the batch: bf16 on the CPU must give the f32 vectors to bf16 accuracy.
 #[test]

@@ -1,14 +1,13 @@
 //! `quire bench`: throughput measurements on a real corpus (a BEIR directory such as SciFact).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use quire_engine::{Engine, EngineConfig, IncomingDocument, StageTimings};
+use quire_evals::beir::{Doc, read_corpus};
 use quire_models::Embedder;
-use serde::Deserialize;
 
 use crate::BoxError;
 
@@ -244,41 +243,68 @@ pub struct EmbedArgs {
     batch_tokens: Vec<usize>,
 }
 
-/// One corpus line; other fields are ignored.
-#[derive(Deserialize)]
-pub struct BeirDoc {
-    #[serde(rename = "_id")]
-    pub id: String,
-    #[serde(default)]
-    pub title: String,
-    #[serde(default)]
-    pub text: String,
+/// What [`ingest_docs`] did.
+pub struct IngestTally {
+    pub ok: usize,
+    pub failed: usize,
+    pub chunks: u64,
+    /// Stage times and embedded tokens, summed over the documents.
+    pub timings: StageTimings,
 }
 
-/// Reads up to `limit` documents of a BEIR corpus, in file order.
-pub fn read_corpus(dir: &Path, limit: usize) -> Result<Vec<BeirDoc>, BoxError> {
-    let plain = dir.join("corpus.jsonl");
-    let reader: Box<dyn BufRead> = if plain.exists() {
-        Box::new(BufReader::new(std::fs::File::open(&plain)?))
-    } else {
-        let gz = dir.join("corpus.jsonl.gz");
-        let file = std::fs::File::open(&gz).map_err(|e| format!("{}: {e}", gz.display()))?;
-        Box::new(BufReader::new(flate2::read::GzDecoder::new(file)))
+/// Ingests BEIR documents (title, blank line, text, as plain text) into `collection` through
+/// the engine's ingest path, `in_flight` at a time. Failures are printed and counted;
+/// `progress` advances once per document.
+pub async fn ingest_docs(
+    engine: &Engine,
+    collection: &str,
+    docs: Vec<Doc>,
+    in_flight: usize,
+    progress: Option<&indicatif::ProgressBar>,
+) -> IngestTally {
+    use futures::StreamExt;
+    let mut results = futures::stream::iter(docs)
+        .map(|d| async move {
+            let id = d.id.clone();
+            let doc = IncomingDocument {
+                id: d.id,
+                media_type: "text/plain".into(),
+                content: format!("{}\n\n{}", d.title, d.text).into_bytes(),
+                title: Some(d.title).filter(|t| !t.is_empty()),
+                metadata: Default::default(),
+            };
+            (id, engine.ingest(collection, doc).await)
+        })
+        .buffer_unordered(in_flight.max(1));
+    let mut tally = IngestTally {
+        ok: 0,
+        failed: 0,
+        chunks: 0,
+        timings: StageTimings::default(),
     };
-    let mut docs = Vec::new();
-    for (n, line) in reader.lines().enumerate() {
-        if docs.len() >= limit {
-            break;
+    while let Some((id, r)) = results.next().await {
+        if let Some(bar) = progress {
+            bar.inc(1);
         }
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
+        match r {
+            Ok(o) => {
+                let t = &mut tally.timings;
+                tally.ok += 1;
+                tally.chunks += u64::from(o.chunks);
+                t.queue += o.timings.queue;
+                t.parse += o.timings.parse;
+                t.chunk += o.timings.chunk;
+                t.embed += o.timings.embed;
+                t.write += o.timings.write;
+                t.embedded_tokens += o.timings.embedded_tokens;
+            }
+            Err(e) => {
+                tally.failed += 1;
+                eprintln!("{id}: failed: {e}");
+            }
         }
-        let doc: BeirDoc =
-            serde_json::from_str(&line).map_err(|e| format!("corpus line {}: {e}", n + 1))?;
-        docs.push(doc);
     }
-    Ok(docs)
+    tally
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -304,7 +330,6 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 async fn ingest(config: &EngineConfig, args: IngestBenchArgs) -> Result<ExitCode, BoxError> {
-    use futures::StreamExt;
     let docs = read_corpus(&args.corpus, args.docs)?;
     let data_dir = std::env::temp_dir().join(format!("quire-bench-{}", std::process::id()));
     let config = EngineConfig {
@@ -323,43 +348,9 @@ async fn ingest(config: &EngineConfig, args: IngestBenchArgs) -> Result<ExitCode
         args.in_flight
     );
     let started = Instant::now();
-    let results: Vec<_> = futures::stream::iter(docs)
-        .map(|d| {
-            let engine = &engine;
-            async move {
-                let doc = IncomingDocument {
-                    id: d.id,
-                    media_type: "text/plain".into(),
-                    content: format!("{}\n\n{}", d.title, d.text).into_bytes(),
-                    title: Some(d.title).filter(|t| !t.is_empty()),
-                    metadata: Default::default(),
-                };
-                engine.ingest("bench", doc).await
-            }
-        })
-        .buffer_unordered(args.in_flight.max(1))
-        .collect()
-        .await;
+    let tally = ingest_docs(&engine, "bench", docs, args.in_flight, None).await;
     let wall = started.elapsed().as_secs_f64();
-    let (mut ok, mut failed, mut chunks) = (0usize, 0usize, 0u64);
-    let mut t = StageTimings::default();
-    for r in results {
-        match r {
-            Ok(o) => {
-                ok += 1;
-                chunks += u64::from(o.chunks);
-                t.queue += o.timings.queue;
-                t.parse += o.timings.parse;
-                t.chunk += o.timings.chunk;
-                t.embed += o.timings.embed;
-                t.write += o.timings.write;
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("failed: {e}");
-            }
-        }
-    }
+    let (ok, failed, chunks, t) = (tally.ok, tally.failed, tally.chunks, tally.timings);
     let work = (t.parse + t.chunk + t.embed + t.write)
         .as_secs_f64()
         .max(1e-9);
@@ -368,6 +359,11 @@ async fn ingest(config: &EngineConfig, args: IngestBenchArgs) -> Result<ExitCode
          {:.2} docs/s, {:.2} chunks/s",
         ok as f64 / wall,
         chunks as f64 / wall
+    );
+    println!(
+        "embedded {} tokens: {:.0} tokens/s for the whole pipeline",
+        t.embedded_tokens,
+        t.embedded_tokens as f64 / wall
     );
     println!("stage time, summed over documents (stages of different documents overlap):");
     for (name, d) in [
