@@ -1,7 +1,7 @@
 //! Chat models stored as a Hugging Face directory: `config.json`, safetensors weights,
 //! `tokenizer.json` and `tokenizer_config.json` (or `chat_template.jinja`) for the chat
-//! template. Run by candle's full-precision `qwen2` and `llama` modules, in
-//! [`crate::model_dtype`] (bf16 on a GPU, f32 on the CPU).
+//! template. Run by quire's own [`crate::qwen2`] (its rotary table exact in bf16) or candle's
+//! `llama` module, in [`crate::model_dtype`] (bf16 on a GPU, f32 on the CPU).
 //!
 //! [`export_tokenizer`] writes the tokenizer and template quire builds from a GGUF in this
 //! layout, so a safetensors checkpoint of the same model can be served with them.
@@ -13,6 +13,8 @@ use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use candle_transformers::models::{llama, qwen2};
+
+use crate::qwen2::Qwen2;
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
@@ -67,7 +69,7 @@ pub(crate) struct HfModel {
 /// A full-precision causal LM. Its forward pass takes the whole prompt at once: candle's
 /// modules build their causal masks for a chunk that starts at position 0 only.
 pub(crate) enum HfWeights {
-    Qwen2(qwen2::ModelForCausalLM),
+    Qwen2(Qwen2),
     Llama(Box<LlamaState>),
 }
 
@@ -95,6 +97,7 @@ impl HfWeights {
     pub fn clear_kv_cache(&mut self) -> candle_core::Result<()> {
         match self {
             HfWeights::Qwen2(m) => m.clear_kv_cache(),
+
             HfWeights::Llama(l) => {
                 l.cache = llama::Cache::new(true, l.dtype, &l.config, &l.device)?
             }
@@ -247,7 +250,7 @@ pub(crate) fn load(dir: &Path, device: &Device, dtype: DType) -> Result<HfModel,
     let weights = match header.model_type.as_str() {
         "qwen2" => {
             let cfg: qwen2::Config = parse(&config_path, &config_json)?;
-            HfWeights::Qwen2(qwen2::ModelForCausalLM::new(&cfg, vb).map_err(Error::load)?)
+            HfWeights::Qwen2(Qwen2::load(&cfg, vb).map_err(Error::load)?)
         }
         "llama" => {
             let cfg: llama::LlamaConfig = parse(&config_path, &config_json)?;

@@ -24,6 +24,7 @@ mod files;
 mod generate;
 mod gguf_tokenizer;
 mod hf;
+mod qwen2;
 mod template;
 
 use std::path::PathBuf;
