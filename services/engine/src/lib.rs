@@ -497,8 +497,7 @@ impl Engine {
         if text.trim().is_empty() {
             return Err(Error::InvalidArgument("the query is empty".into()));
         }
-        let info = self.index.collection(collection).await?;
-        self.spec().check(&info)?;
+        self.index.check_collection(collection, &self.spec()).await?;
         let rrf_k = rrf_k.filter(|k| *k > 0.0).unwrap_or(self.config.rrf_k);
         if !rrf_k.is_finite() {
             return Err(Error::InvalidArgument(

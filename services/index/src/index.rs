@@ -353,20 +353,16 @@ impl Index {
         self.info(&coll).await
     }
 
-    /// Returns the collection, creating it if absent. Fails with [`Error::ModelMismatch`]
-    /// if it exists with another embedding model or dimension.
-    pub async fn ensure_collection(
-        &self,
-        name: &str,
-        spec: CollectionSpec,
-    ) -> Result<CollectionInfo> {
+    /// Creates the collection if absent. Fails with [`Error::ModelMismatch`] if it exists
+    /// with another embedding model or dimension. Reads no document records.
+    pub async fn ensure_collection(&self, name: &str, spec: CollectionSpec) -> Result<()> {
         loop {
-            match self.collection(name).await {
-                Ok(info) => return spec.check(&info).map(|()| info),
+            match self.check_collection(name, &spec).await {
+                Ok(()) => return Ok(()),
                 Err(Error::CollectionNotFound(_)) => {
                     match self.create_collection(name, spec.clone()).await {
                         Err(Error::CollectionExists(_)) => continue, // lost a race; re-check
-                        other => return other,
+                        other => return other.map(|_| ()),
                     }
                 }
                 Err(e) => return Err(e),
@@ -374,7 +370,16 @@ impl Index {
         }
     }
 
-    /// The collection's description and counts, or [`Error::CollectionNotFound`].
+    /// `Ok` when the collection exists and was made for `spec`'s model and dimension;
+    /// [`Error::CollectionNotFound`] or [`Error::ModelMismatch`] otherwise. Reads no
+    /// document records, so its cost does not grow with the collection.
+    pub async fn check_collection(&self, name: &str, spec: &CollectionSpec) -> Result<()> {
+        let coll = self.get(name).await?;
+        spec.check_made_for(name, &coll.record.embedding_model, coll.record.dimension)
+    }
+
+    /// The collection's description and counts (from every document record, so its cost
+    /// grows with the collection), or [`Error::CollectionNotFound`].
     pub async fn collection(&self, name: &str) -> Result<CollectionInfo> {
         let coll = self.get(name).await?;
         self.info(&coll).await

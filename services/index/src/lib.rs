@@ -82,13 +82,18 @@ pub struct CollectionSpec {
 impl CollectionSpec {
     /// `Ok` when `info` was made for this model and dimension, else [`Error::ModelMismatch`].
     pub fn check(&self, info: &CollectionInfo) -> Result<()> {
-        if info.embedding_model == self.embedding_model && info.dimension == self.dimension {
+        self.check_made_for(&info.name, &info.embedding_model, info.dimension)
+    }
+
+    /// `Ok` when `collection`, made for `model` and `dimension`, fits this spec.
+    pub(crate) fn check_made_for(&self, collection: &str, model: &str, dimension: u32) -> Result<()> {
+        if model == self.embedding_model && dimension == self.dimension {
             return Ok(());
         }
         Err(Error::ModelMismatch {
-            collection: info.name.clone(),
-            existing_model: info.embedding_model.clone(),
-            existing_dimension: info.dimension,
+            collection: collection.to_string(),
+            existing_model: model.to_string(),
+            existing_dimension: dimension,
             requested_model: self.embedding_model.clone(),
             requested_dimension: self.dimension,
         })
