@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 pub mod beir;
+pub mod report;
 
 /// Relevance judgements for one query: document id → graded relevance (> 0 is relevant).
 pub type Qrels = HashMap<String, u32>;

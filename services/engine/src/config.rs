@@ -41,8 +41,15 @@ pub struct EngineConfig {
     pub default_top_k: usize,
     /// Candidates each retriever contributes before fusion. Default: 50.
     pub candidates: usize,
+    /// Retrievers and fusion used when a request does not say: `hybrid-rrf` (default),
+    /// `hybrid-weighted`, `dense` or `bm25`.
+    pub retrieval_mode: RetrievalMode,
     /// Reciprocal-rank-fusion constant. Default: 60.
     pub rrf_k: f32,
+    /// Weight of the dense score in `hybrid-weighted` fusion, in [0, 1]. Default: 0.5.
+    pub dense_weight: f32,
+    /// Most hits one `Retrieve` may ask for. Default: 100.
+    pub max_top_k: usize,
     /// Sources given to the LLM by `Ask` when the request does not say. Default: 5.
     pub ask_sources: usize,
     /// A source is relevant when its dense cosine similarity reaches this, or when it is a BM25
@@ -72,11 +79,66 @@ impl Default for EngineConfig {
             max_document_ms: 600_000,
             default_top_k: 10,
             candidates: 50,
+            retrieval_mode: RetrievalMode::default(),
             rrf_k: 60.0,
+            dense_weight: 0.5,
+            max_top_k: 100,
             ask_sources: 5,
             min_relevance: 0.3,
             max_answer_tokens: 256,
             ingest_workers: 2,
         }
+    }
+}
+
+/// Which retrievers run and how their rankings are fused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetrievalMode {
+    /// Dense and BM25, reciprocal rank fusion.
+    #[default]
+    HybridRrf,
+    /// Dense and BM25, weighted sum of scores each scaled by its best candidate's.
+    HybridWeighted,
+    /// Dense (embedding cosine) alone.
+    Dense,
+    /// BM25 alone.
+    Bm25,
+}
+
+impl RetrievalMode {
+    /// Every mode, in the order reports list them.
+    pub const ALL: [RetrievalMode; 4] = [
+        RetrievalMode::Bm25,
+        RetrievalMode::Dense,
+        RetrievalMode::HybridRrf,
+        RetrievalMode::HybridWeighted,
+    ];
+
+    /// The mode's name in configuration files and reports (`hybrid-rrf`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            RetrievalMode::HybridRrf => "hybrid-rrf",
+            RetrievalMode::HybridWeighted => "hybrid-weighted",
+            RetrievalMode::Dense => "dense",
+            RetrievalMode::Bm25 => "bm25",
+        }
+    }
+}
+
+impl std::str::FromStr for RetrievalMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RetrievalMode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = RetrievalMode::ALL.iter().map(|m| m.name()).collect();
+                format!(
+                    "unknown retrieval mode {s:?}; expected one of {}",
+                    names.join(", ")
+                )
+            })
     }
 }

@@ -27,13 +27,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{OnceCell, Semaphore, mpsc};
 use tracing::{debug, info};
 
-pub use config::EngineConfig;
+pub use config::{EngineConfig, RetrievalMode};
 pub use error::{Error, ErrorKind, Result};
 
 /// Collection used when a request names none.
 pub const DEFAULT_COLLECTION: &str = "default";
-/// Most hits `Retrieve` returns.
-pub const MAX_TOP_K: usize = 100;
 /// Most sources `Ask` gives the model.
 pub const MAX_ASK_SOURCES: usize = 20;
 const MAX_DOCUMENT_ID_BYTES: usize = 512;
@@ -119,8 +117,12 @@ pub struct RetrieveQuery {
     pub top_k: usize,
     /// Restriction applied to both retrievers.
     pub filter: Filter,
+    /// Retrievers and fusion; `None` means the configured default.
+    pub mode: Option<RetrievalMode>,
     /// RRF constant; `None` means the configured default.
     pub rrf_k: Option<f32>,
+    /// Dense weight of weighted fusion; `None` means the configured default.
+    pub dense_weight: Option<f32>,
 }
 
 /// A question for [`Engine::ask`].
@@ -470,19 +472,48 @@ impl Engine {
             0 => self.config.default_top_k,
             k => k,
         };
-        if top_k > MAX_TOP_K {
+        let max = self.config.max_top_k;
+        if top_k > max {
             return Err(Error::InvalidArgument(format!(
-                "top_k must be at most {MAX_TOP_K}, got {top_k}"
+                "top_k must be at most {max}, got {top_k}"
             )));
         }
+        let fusion = self.fusion(query.mode, query.rrf_k, query.dense_weight)?;
         self.hybrid(
             &query.collection,
             &query.query,
             top_k,
             &query.filter,
-            query.rrf_k,
+            fusion,
         )
         .await
+    }
+
+    /// The index's fusion for a request's settings, defaults filled in from the config.
+    fn fusion(
+        &self,
+        mode: Option<RetrievalMode>,
+        rrf_k: Option<f32>,
+        dense_weight: Option<f32>,
+    ) -> Result<Fusion> {
+        let rrf_k = rrf_k.filter(|k| *k > 0.0).unwrap_or(self.config.rrf_k);
+        if !rrf_k.is_finite() {
+            return Err(Error::InvalidArgument(
+                "rrf_k must be a finite number".into(),
+            ));
+        }
+        let dense_weight = dense_weight.unwrap_or(self.config.dense_weight);
+        if !(0.0..=1.0).contains(&dense_weight) {
+            return Err(Error::InvalidArgument(format!(
+                "dense_weight must be between 0 and 1, got {dense_weight}"
+            )));
+        }
+        Ok(match mode.unwrap_or(self.config.retrieval_mode) {
+            RetrievalMode::HybridRrf => Fusion::Rrf { k: rrf_k },
+            RetrievalMode::HybridWeighted => Fusion::Weighted { dense_weight },
+            RetrievalMode::Dense => Fusion::Dense,
+            RetrievalMode::Bm25 => Fusion::Bm25,
+        })
     }
 
     async fn hybrid(
@@ -491,31 +522,31 @@ impl Engine {
         text: &str,
         top_k: usize,
         filter: &Filter,
-        rrf_k: Option<f32>,
+        fusion: Fusion,
     ) -> Result<Vec<Hit>> {
         let collection = collection_name(collection);
         if text.trim().is_empty() {
             return Err(Error::InvalidArgument("the query is empty".into()));
         }
-        self.index.check_collection(collection, &self.spec()).await?;
-        let rrf_k = rrf_k.filter(|k| *k > 0.0).unwrap_or(self.config.rrf_k);
-        if !rrf_k.is_finite() {
-            return Err(Error::InvalidArgument(
-                "rrf_k must be a finite number".into(),
-            ));
-        }
-        let embedder = self.embedder.clone();
-        let owned = text.to_string();
-        let vector = blocking(move || {
-            let mut v = embedder.embed(&[owned.as_str()])?;
-            v.pop()
-                .ok_or_else(|| Error::Internal("embedder returned no vector".into()))
-        })
-        .await?;
+        self.index
+            .check_collection(collection, &self.spec())
+            .await?;
+        let vector = if fusion.uses_dense() {
+            let embedder = self.embedder.clone();
+            let owned = text.to_string();
+            blocking(move || {
+                let mut v = embedder.embed(&[owned.as_str()])?;
+                v.pop()
+                    .ok_or_else(|| Error::Internal("embedder returned no vector".into()))
+            })
+            .await?
+        } else {
+            Vec::new()
+        };
         let params = RetrieveParams {
             top_k,
             candidates: self.config.candidates.max(top_k),
-            fusion: Fusion::Rrf { k: rrf_k },
+            fusion,
         };
         Ok(self
             .index
@@ -544,13 +575,14 @@ impl Engine {
             )));
         }
         let params = generation_params(query, self.config.max_answer_tokens)?;
+        let fusion = self.fusion(None, None, None)?;
         let hits = self
             .hybrid(
                 &query.collection,
                 &query.question,
                 top_k,
                 &query.filter,
-                None,
+                fusion,
             )
             .await?;
         let retrieve_time = started.elapsed();

@@ -706,7 +706,7 @@ impl Index {
         let candidates = params.candidates.max(params.top_k);
 
         let dense = async {
-            if query_vector.is_empty() {
+            if query_vector.is_empty() || !params.fusion.uses_dense() {
                 Ok(Vec::new())
             } else {
                 self.vectors
@@ -716,7 +716,14 @@ impl Index {
         };
         let lexical = coll.lexical.clone();
         let (text, f) = (query_text.to_string(), filter.clone());
-        let sparse = blocking(move || lexical.search(&text, candidates, &f));
+        let bm25 = params.fusion.uses_bm25();
+        let sparse = async move {
+            if bm25 {
+                blocking(move || lexical.search(&text, candidates, &f)).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
         let (dense, sparse) = tokio::try_join!(dense, sparse)?;
 
         // Stored fields for every candidate, from Tantivy.
@@ -820,14 +827,34 @@ fn fuse(
     top_k: usize,
     mut chunks: HashMap<Uuid, StoredChunk>,
 ) -> Vec<Hit> {
-    let Fusion::Rrf { k } = fusion;
+    // Each retriever's contribution to the fused score, by its 1-based rank and score.
+    let top = |list: &[(Uuid, f32)]| list.first().map_or(0.0, |x| x.1);
+    let (dense_top, sparse_top) = (top(dense), top(sparse));
+    let scaled = |s: f32, max: f32| {
+        if max > 0.0 {
+            (s / max).clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    };
+    let dense_part = |rank: u32, score: f32| match fusion {
+        Fusion::Rrf { k } => 1.0 / (k + rank as f32),
+        Fusion::Weighted { dense_weight } => dense_weight * scaled(score, dense_top),
+        Fusion::Dense => score,
+        Fusion::Bm25 => 0.0,
+    };
+    let sparse_part = |rank: u32, score: f32| match fusion {
+        Fusion::Rrf { k } => 1.0 / (k + rank as f32),
+        Fusion::Weighted { dense_weight } => (1.0 - dense_weight) * scaled(score, sparse_top),
+        Fusion::Bm25 => score,
+        Fusion::Dense => 0.0,
+    };
     struct Acc {
         dense: Option<(f32, u32)>,
         sparse: Option<(f32, u32)>,
         fused: f32,
     }
     let mut acc: HashMap<Uuid, Acc> = HashMap::new();
-    let rrf = |rank: u32| 1.0 / (k + rank as f32);
     for (i, (id, score)) in dense.iter().enumerate() {
         let rank = i as u32 + 1;
         let e = acc.entry(*id).or_insert(Acc {
@@ -837,7 +864,7 @@ fn fuse(
         });
         if e.dense.is_none() {
             e.dense = Some((*score, rank));
-            e.fused += rrf(rank);
+            e.fused += dense_part(rank, *score);
         }
     }
     for (i, (id, score)) in sparse.iter().enumerate() {
@@ -849,7 +876,7 @@ fn fuse(
         });
         if e.sparse.is_none() {
             e.sparse = Some((*score, rank));
-            e.fused += rrf(rank);
+            e.fused += sparse_part(rank, *score);
         }
     }
     let mut ranked: Vec<(Uuid, Acc)> = acc.into_iter().collect();
@@ -919,6 +946,48 @@ mod tests {
         assert_eq!((top.dense_rank, top.bm25_rank), (Some(2), Some(2)));
         assert!((top.fused_score - 2.0 / 62.0).abs() < 1e-6);
         assert_eq!(hits[1].bm25_rank, None);
+    }
+
+    #[test]
+    fn weighted_fusion_combines_scores_scaled_by_each_best() {
+        let chunks: HashMap<_, _> = (1..=3).map(chunk).collect();
+        let dense = [(id(1), 0.8), (id(2), 0.4)];
+        let sparse = [(id(3), 10.0), (id(2), 9.0)];
+        // dense' = [1.0, 0.5], bm25' = [1.0, 0.9]; at 0.5 each: 1 → 0.5, 2 → 0.7, 3 → 0.5.
+        let hits = fuse(
+            &dense,
+            &sparse,
+            Fusion::Weighted { dense_weight: 0.5 },
+            3,
+            chunks.clone(),
+        );
+        assert_eq!(hits[0].chunk.id, id(2));
+        assert!((hits[0].fused_score - 0.7).abs() < 1e-6);
+        // All weight on dense: the dense order, BM25-only chunks last.
+        let hits = fuse(
+            &dense,
+            &sparse,
+            Fusion::Weighted { dense_weight: 1.0 },
+            3,
+            chunks,
+        );
+        let order: Vec<_> = hits.iter().map(|h| h.chunk.id).collect();
+        assert_eq!(order, vec![id(1), id(2), id(3)]);
+    }
+
+    #[test]
+    fn single_retriever_modes_keep_that_retrievers_order() {
+        let chunks: HashMap<_, _> = (1..=3).map(chunk).collect();
+        let dense = [(id(1), 0.9), (id(2), 0.8)];
+        let sparse = [(id(3), 7.0), (id(2), 5.0)];
+        let hits = fuse(&dense, &[], Fusion::Dense, 3, chunks.clone());
+        let order: Vec<_> = hits.iter().map(|h| h.chunk.id).collect();
+        assert_eq!(order, vec![id(1), id(2)]);
+        assert!((hits[0].fused_score - 0.9).abs() < 1e-6);
+        let hits = fuse(&[], &sparse, Fusion::Bm25, 3, chunks);
+        let order: Vec<_> = hits.iter().map(|h| h.chunk.id).collect();
+        assert_eq!(order, vec![id(3), id(2)]);
+        assert_eq!(hits[0].dense_rank, None);
     }
 
     #[test]

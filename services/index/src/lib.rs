@@ -86,7 +86,12 @@ impl CollectionSpec {
     }
 
     /// `Ok` when `collection`, made for `model` and `dimension`, fits this spec.
-    pub(crate) fn check_made_for(&self, collection: &str, model: &str, dimension: u32) -> Result<()> {
+    pub(crate) fn check_made_for(
+        &self,
+        collection: &str,
+        model: &str,
+        dimension: u32,
+    ) -> Result<()> {
         if model == self.embedding_model && dimension == self.dimension {
             return Ok(());
         }
@@ -246,6 +251,28 @@ impl Filter {
 pub enum Fusion {
     /// Reciprocal rank fusion: `score = Σ 1 / (k + rank)` over the retrievers, rank 1-based.
     Rrf { k: f32 },
+    /// A convex combination of normalised scores:
+    /// `dense_weight · dense' + (1 − dense_weight) · bm25'`. Each retriever's scores are
+    /// scaled to [0, 1] by dividing by its best candidate's score (theoretical minimum 0,
+    /// observed maximum; a negative cosine counts as 0); a chunk absent from one list
+    /// scores 0 there.
+    Weighted { dense_weight: f32 },
+    /// The dense ranking alone (cosine similarity); BM25 is not run.
+    Dense,
+    /// The BM25 ranking alone; the dense search is not run.
+    Bm25,
+}
+
+impl Fusion {
+    /// Whether the dense retriever contributes.
+    pub fn uses_dense(&self) -> bool {
+        !matches!(self, Fusion::Bm25)
+    }
+
+    /// Whether BM25 contributes.
+    pub fn uses_bm25(&self) -> bool {
+        !matches!(self, Fusion::Dense)
+    }
 }
 
 impl Default for Fusion {

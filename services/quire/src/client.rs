@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use indicatif::{ProgressBar, ProgressStyle};
+use quire_engine::RetrievalMode;
 use quire_ingest::MediaType;
 use quire_proto::v1 as pb;
 use quire_proto::v1::document_result::Status as DocStatus;
@@ -110,6 +111,10 @@ pub struct SearchArgs {
     /// Repeatable; all must hold.
     #[arg(long = "where", value_name = "CONDITION")]
     conditions: Vec<String>,
+    /// Retrievers and fusion: hybrid-rrf, hybrid-weighted, dense or bm25. Default: the
+    /// server's.
+    #[arg(long)]
+    mode: Option<RetrievalMode>,
 }
 
 /// A file to send, with its id (path relative to the root it was found under).
@@ -433,6 +438,16 @@ fn excerpt(text: &str, max_chars: usize) -> String {
     format!("{cut}…")
 }
 
+/// The wire value of a retrieval mode.
+fn pb_mode(mode: RetrievalMode) -> pb::RetrievalMode {
+    match mode {
+        RetrievalMode::HybridRrf => pb::RetrievalMode::HybridRrf,
+        RetrievalMode::HybridWeighted => pb::RetrievalMode::HybridWeighted,
+        RetrievalMode::Dense => pb::RetrievalMode::Dense,
+        RetrievalMode::Bm25 => pb::RetrievalMode::Bm25,
+    }
+}
+
 /// Prints the fused hits for a query with their dense, BM25 and fused scores.
 pub async fn search(configured: &str, args: SearchArgs) -> Result<ExitCode, BoxError> {
     let mut client = QueryServiceClient::connect(args.conn.endpoint(configured)).await?;
@@ -442,7 +457,8 @@ pub async fn search(configured: &str, args: SearchArgs) -> Result<ExitCode, BoxE
             query: args.query,
             top_k: args.top_k,
             filter: meta_args::filter(&args.conditions)?,
-            fusion: None,
+            mode: args.mode.map_or(pb::RetrievalMode::Unspecified, pb_mode) as i32,
+            ..Default::default()
         })
         .await?
         .into_inner();

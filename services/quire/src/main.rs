@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod config;
+mod eval;
 mod extract;
 mod meta_args;
 
@@ -59,6 +60,11 @@ enum Command {
     },
     /// Extracts documents locally, without a server, and prints their text or a summary line.
     Extract(extract::ExtractArgs),
+    /// Quality evaluations on public datasets (retrieval on BEIR).
+    Eval {
+        #[command(subcommand)]
+        command: eval::EvalCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -249,6 +255,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         }
         Command::Check(args) => check(&args.apply(cfg).engine.data_dir).await,
         Command::Bench { command } => bench::run(&cfg.engine, command).await,
+        Command::Eval { command } => eval::run(&cfg.engine, command).await,
         Command::Extract(args) => extract::run(&cfg.engine, args),
         Command::Ingest(args) => client::ingest(&cfg.endpoint, args).await,
         Command::Ask(args) => client::ask(&cfg.endpoint, args).await,

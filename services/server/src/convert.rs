@@ -4,7 +4,7 @@ use std::ops::Bound;
 
 use quire_engine::{
     Answer, CitationOrigin, Error, ErrorKind, Filter, IngestOutcome, IngestStatus, MetaCondition,
-    MetaValue, Metadata,
+    MetaValue, Metadata, RetrievalMode,
 };
 use quire_index::{CollectionInfo, DocumentInfo, Hit};
 use quire_proto::v1 as pb;
@@ -137,6 +137,19 @@ pub fn filter(f: Option<pb::Filter>) -> Result<Filter, Error> {
         document_ids: f.document_ids,
         metadata,
     })
+}
+
+/// The request's retrieval mode; `None` (the server default) when unspecified.
+pub fn retrieval_mode(mode: i32) -> Result<Option<RetrievalMode>, Error> {
+    use pb::RetrievalMode as M;
+    match M::try_from(mode) {
+        Ok(M::Unspecified) => Ok(None),
+        Ok(M::HybridRrf) => Ok(Some(RetrievalMode::HybridRrf)),
+        Ok(M::HybridWeighted) => Ok(Some(RetrievalMode::HybridWeighted)),
+        Ok(M::Dense) => Ok(Some(RetrievalMode::Dense)),
+        Ok(M::Bm25) => Ok(Some(RetrievalMode::Bm25)),
+        Err(_) => Err(bad(format!("unknown retrieval mode {mode}"))),
+    }
 }
 
 /// The per-document result of an ingest, success or failure.

@@ -266,7 +266,9 @@ impl QueryService for QueryApi {
             query: req.query,
             top_k: req.top_k as usize,
             filter: convert::filter(req.filter).map_err(|e| status(&e))?,
+            mode: convert::retrieval_mode(req.mode).map_err(|e| status(&e))?,
             rrf_k: req.fusion.map(|f| f.rrf_k),
+            dense_weight: req.fusion.and_then(|f| f.dense_weight),
         };
         let hits = self.engine.retrieve(&query).await.map_err(|e| status(&e))?;
         Ok(Response::new(pb::RetrieveResponse {

@@ -51,6 +51,69 @@ async fn retrieve_ranks_the_right_document_first_for_pdf_markdown_and_text() {
     server.stop().await;
 }
 
+/// Each retrieval mode runs the retrievers it names, and bad fusion settings are rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrieval_modes_choose_the_retrievers_and_validate_fusion() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    ingest_corpus(&mut server.ingest_client().await).await;
+    let mut query = server.query_client().await;
+    let ask = |mode: pb::RetrievalMode, fusion: Option<pb::Fusion>| pb::RetrieveRequest {
+        collection: "test".into(),
+        query: "Who won the chess tournament in 2019?".into(),
+        top_k: 5,
+        fusion,
+        mode: mode as i32,
+        ..Default::default()
+    };
+    for mode in [
+        pb::RetrievalMode::Bm25,
+        pb::RetrievalMode::Dense,
+        pb::RetrievalMode::HybridRrf,
+        pb::RetrievalMode::HybridWeighted,
+    ] {
+        let hits = query
+            .retrieve(ask(mode, None))
+            .await
+            .unwrap()
+            .into_inner()
+            .hits;
+        assert_eq!(
+            hits.first().map(|h| h.document_id.as_str()),
+            Some("chess.txt"),
+            "{mode:?}"
+        );
+        let uses = |f: fn(&pb::Hit) -> bool| hits.iter().any(f);
+        let (dense, bm25) = (
+            uses(|h| h.dense_rank.is_some()),
+            uses(|h| h.bm25_rank.is_some()),
+        );
+        match mode {
+            pb::RetrievalMode::Bm25 => assert!(bm25 && !dense, "{hits:#?}"),
+            pb::RetrievalMode::Dense => {
+                assert!(dense && !bm25, "{hits:#?}");
+                assert_eq!(hits[0].fused_score, hits[0].dense_score.unwrap());
+            }
+            _ => assert!(dense && bm25, "{mode:?}: {hits:#?}"),
+        }
+    }
+    let bad_weight = pb::Fusion {
+        dense_weight: Some(1.5),
+        ..Default::default()
+    };
+    let err = query
+        .retrieve(ask(pb::RetrievalMode::HybridWeighted, Some(bad_weight)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("dense_weight"), "{err}");
+    let mut unknown = ask(pb::RetrievalMode::Dense, None);
+    unknown.mode = 42;
+    let err = query.retrieve(unknown).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    server.stop().await;
+}
+
 fn string(s: &str) -> pb::MetadataValue {
     pb::MetadataValue {
         kind: Some(pb::metadata_value::Kind::StringValue(s.into())),
@@ -93,7 +156,7 @@ async fn metadata_is_stored_returned_and_filters_retrieval() {
         query: "Who won the chess tournament in 2019?".into(),
         top_k: 10,
         filter: Some(filter),
-        fusion: None,
+        ..Default::default()
     };
     let cond = |key: &str, test: Test| pb::MetadataCondition {
         key: key.into(),

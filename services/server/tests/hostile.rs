@@ -129,8 +129,7 @@ async fn every_hostile_pdf_gives_text_or_a_typed_error_in_time() {
             collection: "hostile".into(),
             query: "the".into(),
             top_k: 1,
-            filter: None,
-            fusion: None,
+            ..Default::default()
         })
         .await
         .expect("retrieve after the corpus")

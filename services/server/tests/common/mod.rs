@@ -115,7 +115,7 @@ pub async fn retrieve(client: &mut QueryServiceClient<Channel>, query: &str) -> 
             query: query.into(),
             top_k: 5,
             filter: None,
-            fusion: None,
+            ..Default::default()
         })
         .await
         .expect("retrieve")
