@@ -315,6 +315,12 @@ impl Engine {
         Ok(self.index.delete_collection(name).await?)
     }
 
+    /// Compacts the collection's vector storage and builds its HNSW index when large
+    /// enough; searches after it returns use the index. Writes to the collection wait.
+    pub async fn optimize_collection(&self, name: &str) -> Result<()> {
+        Ok(self.index.optimize(name).await?)
+    }
+
     /// A collection's committed documents.
     pub async fn list_documents(&self, collection: &str) -> Result<Vec<DocumentInfo>> {
         Ok(self

@@ -69,6 +69,10 @@ pub struct IngestArgs {
     /// Exit 0 even when some documents failed.
     #[arg(long)]
     allow_failures: bool,
+    /// Skip the final OptimizeCollection call (compaction and the HNSW index build that
+    /// follow a run that wrote chunks).
+    #[arg(long)]
+    no_optimize: bool,
 }
 
 #[derive(Args)]
@@ -311,6 +315,21 @@ pub async fn ingest(configured: &str, args: IngestArgs) -> Result<ExitCode, BoxE
     }
     let elapsed = started.elapsed();
     print_summary(&counts, &failures, &skipped, chunks, total, elapsed);
+    if chunks > 0 && !args.no_optimize {
+        let collection = &args.conn.collection;
+        let request = pb::OptimizeCollectionRequest {
+            name: collection.clone(),
+        };
+        // The documents are durable already; a failed optimisation is reported, and the
+        // collection stays searchable without its index.
+        match client.optimize_collection(request).await {
+            Ok(r) => println!(
+                "optimised collection {collection} in {:.1} s",
+                r.into_inner().took_ms as f64 / 1e3
+            ),
+            Err(e) => eprintln!("warning: optimising collection {collection} failed: {e}"),
+        }
+    }
     let failed: u64 = counts
         .iter()
         .filter(|(k, _)| k.starts_with("failed"))

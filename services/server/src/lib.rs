@@ -156,6 +156,20 @@ impl IngestService for IngestApi {
         Ok(Response::new(pb::DeleteCollectionResponse {}))
     }
 
+    async fn optimize_collection(
+        &self,
+        request: Request<pb::OptimizeCollectionRequest>,
+    ) -> Result<Response<pb::OptimizeCollectionResponse>, Status> {
+        let started = Instant::now();
+        self.engine
+            .optimize_collection(&request.into_inner().name)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::OptimizeCollectionResponse {
+            took_ms: started.elapsed().as_millis() as u64,
+        }))
+    }
+
     async fn ingest_document(
         &self,
         request: Request<pb::IngestDocumentRequest>,

@@ -114,6 +114,31 @@ async fn retrieval_modes_choose_the_retrievers_and_validate_fusion() {
     server.stop().await;
 }
 
+/// OptimizeCollection (which `quire ingest` calls after a run) keeps every document
+/// findable, and an unknown collection is NOT_FOUND.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimizing_a_collection_keeps_its_documents_findable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut ingest = server.ingest_client().await;
+    ingest_corpus(&mut ingest).await;
+    let optimize = |name: &str| pb::OptimizeCollectionRequest { name: name.into() };
+    ingest.optimize_collection(optimize("test")).await.unwrap();
+    let mut query = server.query_client().await;
+    let hits = retrieve(&mut query, "Who won the chess tournament in 2019?").await;
+    assert_eq!(
+        hits.first().map(|h| h.document_id.as_str()),
+        Some("chess.txt")
+    );
+    assert_eq!(list_test_documents(&mut ingest).await.len(), 3);
+    let err = ingest
+        .optimize_collection(optimize("no-such-collection"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    server.stop().await;
+}
+
 fn string(s: &str) -> pb::MetadataValue {
     pb::MetadataValue {
         kind: Some(pb::metadata_value::Kind::StringValue(s.into())),
