@@ -60,6 +60,11 @@ pub struct EngineConfig {
     pub max_answer_tokens: usize,
     /// Documents ingested concurrently (parse, chunk, embed). Default: 2.
     pub ingest_workers: usize,
+    /// After this many chunks written to a collection since its last optimisation, the
+    /// ingest that crosses the mark also optimises it (vector compaction and HNSW build; the
+    /// collection's writes wait meanwhile), so the index keeps up with a steady stream of
+    /// documents. 0 turns it off. Default: 20,000.
+    pub optimize_after_chunks: u64,
 }
 
 impl Default for EngineConfig {
@@ -87,6 +92,7 @@ impl Default for EngineConfig {
             min_relevance: 0.3,
             max_answer_tokens: 256,
             ingest_workers: 2,
+            optimize_after_chunks: 20_000,
         }
     }
 }

@@ -13,6 +13,7 @@ mod error;
 pub mod prompt;
 pub mod support;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -205,6 +206,8 @@ pub struct Engine {
     llm: LlmChoice,
     generator: OnceCell<Arc<Generator>>,
     cpu: Semaphore,
+    /// Chunks written per collection since its last automatic optimisation.
+    unoptimized: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 impl Engine {
@@ -255,6 +258,7 @@ impl Engine {
             limits,
             llm,
             generator: OnceCell::new(),
+            unoptimized: Default::default(),
         })
     }
 
@@ -313,6 +317,41 @@ impl Engine {
     /// Deletes a collection and all of its data; gone from both stores when this returns.
     pub async fn delete_collection(&self, name: &str) -> Result<()> {
         Ok(self.index.delete_collection(name).await?)
+    }
+
+    /// Counts `written` chunks toward the collection's next optimisation and runs it once
+    /// [`EngineConfig::optimize_after_chunks`] have accumulated. The document is durable
+    /// before this runs, so a failure here is logged, not returned.
+    async fn optimize_if_due(&self, collection: &str, written: u64) {
+        let every = self.config.optimize_after_chunks;
+        if every == 0 {
+            return;
+        }
+        let due = {
+            let mut pending = match self.unoptimized.lock() {
+                Ok(p) => p,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let count = pending.entry(collection.to_string()).or_insert(0);
+            *count += written;
+            if *count >= every {
+                *count = 0;
+                true
+            } else {
+                false
+            }
+        };
+        if due {
+            let started = Instant::now();
+            match self.index.optimize(collection).await {
+                Ok(()) => info!(
+                    collection,
+                    ms = started.elapsed().as_millis() as u64,
+                    "optimised after {every} chunks"
+                ),
+                Err(e) => tracing::warn!(collection, error = %e, "optimisation failed"),
+            }
+        }
     }
 
     /// Compacts the collection's vector storage and builds its HNSW index when large
@@ -439,6 +478,9 @@ impl Engine {
             PutOutcome::Replaced { version, chunks } => (IngestStatus::Replaced, version, chunks),
             PutOutcome::Unchanged { version, chunks } => (IngestStatus::Unchanged, version, chunks),
         };
+        if status != IngestStatus::Unchanged {
+            self.optimize_if_due(collection, u64::from(chunks)).await;
+        }
         debug!(collection, ?status, chunks, "document ingested");
         Ok(IngestOutcome {
             status,

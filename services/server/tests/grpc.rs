@@ -139,6 +139,41 @@ async fn optimizing_a_collection_keeps_its_documents_findable() {
     server.stop().await;
 }
 
+/// With automatic optimisation after every chunk, each ingest (new or replacing) also
+/// optimises the collection, and nothing is lost or left unfindable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_optimisation_during_ingest_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), |c| c.optimize_after_chunks = 1).await;
+    let mut ingest = server.ingest_client().await;
+    ingest_corpus(&mut ingest).await;
+    let changed = doc(
+        "chess.txt",
+        "text/plain",
+        "The Halvard Open chess tournament of 2019 was won by grandmaster Ilse Brenner.",
+    );
+    let r = ingest.ingest_document(changed).await.unwrap().into_inner();
+    assert_eq!(
+        r.status,
+        pb::document_result::Status::Replaced as i32,
+        "{r:?}"
+    );
+    let mut query = server.query_client().await;
+    let hits = retrieve(&mut query, "Who won the chess tournament in 2019?").await;
+    assert_eq!(
+        hits.first().map(|h| h.document_id.as_str()),
+        Some("chess.txt")
+    );
+    assert!(
+        hits[0]
+            .text
+            .starts_with("The Halvard Open chess tournament of 2019"),
+        "{hits:?}"
+    );
+    assert_eq!(list_test_documents(&mut ingest).await.len(), 3);
+    server.stop().await;
+}
+
 fn string(s: &str) -> pb::MetadataValue {
     pb::MetadataValue {
         kind: Some(pb::metadata_value::Kind::StringValue(s.into())),
