@@ -165,6 +165,9 @@ impl EmbeddingModel {
         seq: usize,
         profile: Option<&mut StageProfile>,
     ) -> Result<Vec<Vec<f32>>, Error> {
+        if n > 0 && seq == 0 {
+            return Err(Error::Inference("embed_ids: sequences of 0 tokens".into()));
+        }
         if ids.len() != n * seq || mask.len() != n * seq {
             return Err(Error::Inference(format!(
                 "embed_ids: {} ids and {} mask values for {n} x {seq}",

@@ -215,6 +215,11 @@ fn packed_encoder_ignores_padding_and_rejects_bad_input() {
             other => panic!("{} ids: {other:?}", bad.len()),
         }
     }
+    let err = model.embed_ids(Vec::new(), Vec::new(), 2, 0);
+    assert!(
+        matches!(err, Err(quire_models::Error::Inference(_))),
+        "{err:?}"
+    );
     // A mask with a hole is not a padding mask.
     let err = model.embed_ids(vec![101, 7, 102], vec![1, 0, 1], 1, 3);
     assert!(
