@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 pub mod beir;
 pub mod report;
+pub mod squad;
 
 /// Relevance judgements for one query: document id → graded relevance (> 0 is relevant).
 pub type Qrels = HashMap<String, u32>;
