@@ -5,23 +5,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
-use crate::Qrels;
-
-/// Why a dataset could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path} line {line}: {message}")]
-    Format {
-        path: String,
-        line: usize,
-        message: String,
-    },
-}
+use crate::{Error, Qrels};
 
 /// One corpus document.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -70,7 +54,7 @@ fn json_lines<T: serde::de::DeserializeOwned>(path: &Path, limit: usize) -> Resu
         }
         out.push(serde_json::from_str(&line).map_err(|e| Error::Format {
             path: path.display().to_string(),
-            line: n + 1,
+            line: Some(n + 1),
             message: e.to_string(),
         })?);
     }
@@ -111,7 +95,7 @@ pub fn read_qrels(dir: &Path, split: &str) -> Result<HashMap<String, Qrels>, Err
         }
         let bad = |message: String| Error::Format {
             path: path.display().to_string(),
-            line: n + 1,
+            line: Some(n + 1),
             message,
         };
         let [query, doc, score] = fields[..] else {
@@ -161,7 +145,7 @@ mod tests {
         std::fs::write(d.join("qrels/test.tsv"), "1\ta\n").unwrap();
         assert!(matches!(
             read_qrels(d, "test"),
-            Err(Error::Format { line: 1, .. })
+            Err(Error::Format { line: Some(1), .. })
         ));
     }
 }

@@ -10,6 +10,23 @@ pub mod beir;
 pub mod report;
 pub mod squad;
 
+/// Why a dataset could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Malformed content; `line` is 1-based where the format has lines.
+    #[error("{path}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    Format {
+        path: String,
+        line: Option<usize>,
+        message: String,
+    },
+}
+
 /// Relevance judgements for one query: document id → graded relevance (> 0 is relevant).
 pub type Qrels = HashMap<String, u32>;
 

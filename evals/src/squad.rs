@@ -4,17 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Why a SQuAD file could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: not a SQuAD file: {message}")]
-    Format { path: String, message: String },
-}
+use crate::Error;
 
 #[derive(Debug, Clone, serde::Deserialize)]
 struct File {
@@ -66,7 +56,8 @@ pub fn read(path: &Path) -> Result<(String, Vec<Article>), Error> {
     })?;
     let file: File = serde_json::from_str(&text).map_err(|e| Error::Format {
         path: path.display().to_string(),
-        message: e.to_string(),
+        line: None,
+        message: format!("not a SQuAD file: {e}"),
     })?;
     Ok((file.version, file.data))
 }
