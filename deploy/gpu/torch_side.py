@@ -252,8 +252,9 @@ def report(out):
                           "equal to quire's")
             if "first_top" in t and "first_top" in q_dec:
                 fmt = lambda top: ", ".join(f"{i}: {v:.3f}" for i, v in top)
-                checks.append(f"  - top-5 logits after the prompt, quire: {fmt(q_dec['first_top'])}"
-                              f"; PyTorch: {fmt(t['first_top'])}")
+                shared = len({i for i, _ in q_dec["first_top"]} & {i for i, _ in t["first_top"]})
+                checks.append(f"  - top-5 logits after the prompt ({shared} of 5 tokens shared), "
+                              f"quire: {fmt(q_dec['first_top'])}; PyTorch: {fmt(t['first_top'])}")
         if "skipped" in t:
             lines.append(f"| decode vs {t['impl']} | | skipped: {t['skipped']} | |")
             continue
