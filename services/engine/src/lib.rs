@@ -13,7 +13,6 @@ mod error;
 pub mod prompt;
 pub mod support;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -96,6 +95,18 @@ pub struct StageTimings {
     pub write: Duration,
     /// Tokens the embedder ran over for this document (all chunks, after truncation).
     pub embedded_tokens: u64,
+}
+
+impl std::ops::AddAssign for StageTimings {
+    /// Sums every stage time and the token count.
+    fn add_assign(&mut self, o: StageTimings) {
+        self.queue += o.queue;
+        self.parse += o.parse;
+        self.chunk += o.chunk;
+        self.embed += o.embed;
+        self.write += o.write;
+        self.embedded_tokens += o.embedded_tokens;
+    }
 }
 
 /// The result of [`Engine::delete_documents`].
@@ -206,8 +217,6 @@ pub struct Engine {
     llm: LlmChoice,
     generator: OnceCell<Arc<Generator>>,
     cpu: Semaphore,
-    /// Chunks written per collection since its last automatic optimisation.
-    unoptimized: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 impl Engine {
@@ -258,7 +267,6 @@ impl Engine {
             limits,
             llm,
             generator: OnceCell::new(),
-            unoptimized: Default::default(),
         })
     }
 
@@ -324,33 +332,19 @@ impl Engine {
     /// before this runs, so a failure here is logged, not returned.
     async fn optimize_if_due(&self, collection: &str, written: u64) {
         let every = self.config.optimize_after_chunks;
-        if every == 0 {
-            return;
-        }
-        let due = {
-            let mut pending = match self.unoptimized.lock() {
-                Ok(p) => p,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            let count = pending.entry(collection.to_string()).or_insert(0);
-            *count += written;
-            if *count >= every {
-                *count = 0;
-                true
-            } else {
-                false
-            }
+        let started = Instant::now();
+        let result = match self.index.count_written(collection, written, every).await {
+            Ok(false) => return,
+            Ok(true) => self.index.optimize(collection).await,
+            Err(e) => Err(e),
         };
-        if due {
-            let started = Instant::now();
-            match self.index.optimize(collection).await {
-                Ok(()) => info!(
-                    collection,
-                    ms = started.elapsed().as_millis() as u64,
-                    "optimised after {every} chunks"
-                ),
-                Err(e) => tracing::warn!(collection, error = %e, "optimisation failed"),
-            }
+        match result {
+            Ok(()) => info!(
+                collection,
+                ms = started.elapsed().as_millis() as u64,
+                "optimised after {every} chunks"
+            ),
+            Err(e) => tracing::warn!(collection, error = %e, "optimisation failed"),
         }
     }
 

@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Mutex, RwLock};
@@ -28,6 +29,20 @@ struct Collection {
     lexical: Arc<LexicalIndex>,
     /// Serialises document writes and deletes in this collection.
     write: Mutex<()>,
+    /// Chunks written since the collection was last optimised (in this process).
+    unoptimized: AtomicU64,
+}
+
+impl Collection {
+    fn new(name: &str, record: CollectionRecord, lexical: LexicalIndex) -> Arc<Collection> {
+        Arc::new(Collection {
+            name: name.to_string(),
+            record,
+            lexical: Arc::new(lexical),
+            write: Mutex::new(()),
+            unoptimized: AtomicU64::new(0),
+        })
+    }
 }
 
 /// The catalog plus both stores of one data directory.
@@ -140,15 +155,10 @@ impl Index {
             .await?;
         let path = self.lexical_path(name);
         let lexical = blocking(move || LexicalIndex::open(&path)).await?;
-        self.collections.write().await.insert(
-            name.to_string(),
-            Arc::new(Collection {
-                name: name.to_string(),
-                record,
-                lexical: Arc::new(lexical),
-                write: Mutex::new(()),
-            }),
-        );
+        self.collections
+            .write()
+            .await
+            .insert(name.to_string(), Collection::new(name, record, lexical));
         Ok(())
     }
 
@@ -342,12 +352,7 @@ impl Index {
         };
         let (n, r) = (name.to_string(), record.clone());
         self.catalog(move |c| c.create_collection(&n, &r)).await?;
-        let coll = Arc::new(Collection {
-            name: name.to_string(),
-            record,
-            lexical: Arc::new(lexical),
-            write: Mutex::new(()),
-        });
+        let coll = Collection::new(name, record, lexical);
         map.insert(name.to_string(), coll.clone());
         drop(map);
         self.info(&coll).await
@@ -815,7 +820,19 @@ impl Index {
     pub async fn optimize(&self, collection: &str) -> Result<()> {
         let coll = self.get(collection).await?;
         let _guard = coll.write.lock().await;
-        self.vectors.optimize(&coll.name).await
+        self.vectors.optimize(&coll.name).await?;
+        // No write can land while the guard is held, so the count restarts exactly here.
+        coll.unoptimized.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Adds `chunks` to the count of chunks written to the collection since its last
+    /// [`Index::optimize`]; true when that count has reached `every` (never for 0). A failed
+    /// optimisation leaves the count standing, so the next write asks again.
+    pub async fn count_written(&self, collection: &str, chunks: u64, every: u64) -> Result<bool> {
+        let coll = self.get(collection).await?;
+        let now = coll.unoptimized.fetch_add(chunks, Ordering::Relaxed) + chunks;
+        Ok(every > 0 && now >= every)
     }
 }
 

@@ -244,6 +244,7 @@ pub struct EmbedArgs {
 }
 
 /// What [`ingest_docs`] did.
+#[derive(Default)]
 pub struct IngestTally {
     pub ok: usize,
     pub failed: usize,
@@ -276,27 +277,16 @@ pub async fn ingest_docs(
             (id, engine.ingest(collection, doc).await)
         })
         .buffer_unordered(in_flight.max(1));
-    let mut tally = IngestTally {
-        ok: 0,
-        failed: 0,
-        chunks: 0,
-        timings: StageTimings::default(),
-    };
+    let mut tally = IngestTally::default();
     while let Some((id, r)) = results.next().await {
         if let Some(bar) = progress {
             bar.inc(1);
         }
         match r {
             Ok(o) => {
-                let t = &mut tally.timings;
                 tally.ok += 1;
                 tally.chunks += u64::from(o.chunks);
-                t.queue += o.timings.queue;
-                t.parse += o.timings.parse;
-                t.chunk += o.timings.chunk;
-                t.embed += o.timings.embed;
-                t.write += o.timings.write;
-                t.embedded_tokens += o.timings.embedded_tokens;
+                tally.timings += o.timings;
             }
             Err(e) => {
                 tally.failed += 1;
