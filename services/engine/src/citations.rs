@@ -44,6 +44,38 @@ pub fn parse_markers(answer: &str) -> Vec<Marker> {
     found
 }
 
+/// The answer with its citation markers (as [`parse_markers`] finds them) removed and the
+/// white space left before punctuation closed up: what a reader sees as the answer itself.
+pub fn strip_markers(answer: &str) -> String {
+    let markers = parse_markers(answer);
+    let mut out = String::with_capacity(answer.len());
+    let mut i = 0;
+    for m in &markers {
+        if m.at < i {
+            continue; // a group like [1, 2] yields one marker per number at the same place
+        }
+        out.push_str(&answer[i..m.at]);
+        let close = answer[m.at..]
+            .find(']')
+            .map_or(answer.len(), |c| m.at + c + 1);
+        i = close;
+    }
+    out.push_str(&answer[i..]);
+    let mut tidy = String::with_capacity(out.len());
+    let mut chars = out.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ' '
+            && chars
+                .peek()
+                .is_some_and(|n| *n == ' ' || ".,;:!?".contains(*n))
+        {
+            continue;
+        }
+        tidy.push(c);
+    }
+    tidy.trim().to_string()
+}
+
 /// The distinct valid source numbers cited, in order of first appearance.
 ///
 /// A number is valid when it names one of the `source_count` sources given (1-based);
@@ -80,6 +112,16 @@ mod tests {
             numbers("see [note] and [a1] and [] and [1"),
             Vec::<usize>::new()
         );
+    }
+
+    #[test]
+    fn stripping_markers_leaves_the_prose() {
+        assert_eq!(
+            strip_markers("It opened in 1932 [1]. It is long [2, 3][4]."),
+            "It opened in 1932. It is long."
+        );
+        assert_eq!(strip_markers("1932 [1]"), "1932");
+        assert_eq!(strip_markers("see [note] here"), "see [note] here");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use quire_models::LlmChoice;
+
+use crate::prompt::AnswerStyle;
 use serde::{Deserialize, Serialize};
 
 /// Settings of the engine; the binary layers them from a TOML file, `QUIRE_*` variables and flags.
@@ -58,6 +60,9 @@ pub struct EngineConfig {
     pub min_relevance: f32,
     /// Tokens the LLM may generate when the request does not say. Default: 256.
     pub max_answer_tokens: usize,
+    /// How long `Ask` asks the model to make its answers: `concise` (default; the fewest
+    /// words that answer, each with its citation) or `sentences` (one to three sentences).
+    pub answer_style: AnswerStyle,
     /// Documents ingested concurrently (parse, chunk, embed). Default: 2.
     pub ingest_workers: usize,
     /// After this many chunks written to a collection since its last optimisation, the
@@ -91,6 +96,7 @@ impl Default for EngineConfig {
             ask_sources: 5,
             min_relevance: 0.3,
             max_answer_tokens: 256,
+            answer_style: AnswerStyle::default(),
             ingest_workers: 2,
             optimize_after_chunks: 20_000,
         }

@@ -10,6 +10,7 @@
 pub mod citations;
 mod config;
 mod error;
+pub mod packing;
 pub mod prompt;
 pub mod support;
 
@@ -189,6 +190,9 @@ pub struct Answer {
     pub text: String,
     /// Valid citations in order of first appearance.
     pub citations: Vec<Citation>,
+    /// Each answer sentence and whether a source it cites states it; empty when abstained
+    /// before generation or when the model found no answer.
+    pub sentences: Vec<support::SentenceSupport>,
     /// Why quire declined to answer, if it did.
     pub abstained: Option<String>,
     /// The numbered sources the model saw; `sources[0]` is `[1]`.
@@ -652,9 +656,12 @@ impl Engine {
         let generator = self.load_generator().await?;
         let question = query.question.clone();
         let gen_for_task = generator.clone();
-        let (sources, blocks) =
-            blocking(move || pack_sources(&gen_for_task, relevant, params.max_tokens)).await?;
-        let messages = prompt::messages(&question, &blocks);
+        let (sources, blocks) = blocking(move || {
+            let passages = packing::merge_overlapping(relevant);
+            pack_sources(&gen_for_task, passages, params.max_tokens)
+        })
+        .await?;
+        let messages = prompt::messages(&question, &blocks, self.config.answer_style);
         let generation = blocking(move || {
             let mut on_token = |piece: &str| match &deltas {
                 Some(tx) => tx.blocking_send(piece.to_string()).is_ok(),
@@ -678,7 +685,11 @@ impl Engine {
         answer.citations = cite(&generation.text, &sources);
         if prompt::is_not_found(&generation.text) {
             answer.abstained = Some("the model found no answer in the sources".into());
-        } else if answer.citations.is_empty() {
+        } else {
+            let texts: Vec<&str> = sources.iter().map(|h| h.chunk.text.as_str()).collect();
+            answer.sentences = support::check_sentences(&generation.text, &texts, MIN_SUPPORT);
+        }
+        if answer.abstained.is_none() && answer.citations.is_empty() {
             answer.abstained = Some("the answer cited no source that was given".into());
         }
         answer.text = generation.text;

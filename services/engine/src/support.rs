@@ -1,7 +1,12 @@
 //! Lexical support: how much of an answer sentence a source states.
 //!
 //! Used to attribute sentences to sources when the model wrote no `[n]` marker (small models
-//! often do not), so that every citation quire returns is still checked against a given source.
+//! often do not), so that every citation quire returns is still checked against a given source,
+//! and to report, for every answer sentence, whether a source it cites states it.
+
+use std::ops::Range;
+
+use crate::citations;
 
 /// Content words of `text`: lower-cased alphanumeric runs of three or more characters, or any
 /// run containing a digit, minus a few function words.
@@ -71,26 +76,99 @@ pub fn support(sentence: &str, source: &str) -> f32 {
 
 /// Splits an answer into sentences (at `.`, `!`, `?` followed by white space, and at newlines).
 pub fn sentences(text: &str) -> Vec<&str> {
+    sentence_spans(text).into_iter().map(|r| &text[r]).collect()
+}
+
+/// Byte ranges of the sentences of `text`, trimmed of surrounding white space, in order.
+pub fn sentence_spans(text: &str) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;
     let bytes = text.as_bytes();
+    let mut push = |from: usize, to: usize| {
+        let piece = &text[from..to];
+        let trimmed = piece.trim_start();
+        let begin = from + (piece.len() - trimmed.len());
+        let end = begin + trimmed.trim_end().len();
+        if end > begin {
+            out.push(begin..end);
+        }
+    };
     for (i, &b) in bytes.iter().enumerate() {
         let end_here = b == b'\n'
             || (matches!(b, b'.' | b'!' | b'?')
                 && bytes.get(i + 1).is_none_or(|n| n.is_ascii_whitespace()));
         if end_here {
-            let s = text[start..=i].trim();
-            if !s.is_empty() {
-                out.push(s);
-            }
+            push(start, i + 1);
             start = i + 1;
         }
     }
-    let rest = text[start..].trim();
-    if !rest.is_empty() {
-        out.push(rest);
-    }
+    push(start, text.len());
     out
+}
+
+/// How well the sources back one sentence of an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentenceSupport {
+    /// Byte range of the sentence in the answer, markers included.
+    pub span: Range<usize>,
+    /// Valid source numbers (1-based) the sentence cites. When the answer has no valid marker
+    /// at all, the source attributed to the sentence by support, if any.
+    pub cited: Vec<usize>,
+    /// The largest share of the sentence's content words that one cited source contains.
+    pub support: f32,
+    /// `support` reaches the threshold.
+    pub supported: bool,
+}
+
+/// Checks every sentence of `answer` against the sources it cites: the share of the
+/// sentence's content words (markers aside) found in its best cited source. A marker standing
+/// alone after a sentence's full stop belongs to that sentence.
+pub fn check_sentences(answer: &str, sources: &[&str], min: f32) -> Vec<SentenceSupport> {
+    let markers = citations::parse_markers(answer);
+    let any_valid = markers
+        .iter()
+        .any(|m| (1..=sources.len()).contains(&m.source));
+    let mut spans: Vec<Range<usize>> = Vec::new();
+    for span in sentence_spans(answer) {
+        let marker_only = citations::strip_markers(&answer[span.clone()]).is_empty();
+        match spans.last_mut() {
+            Some(last) if marker_only => last.end = span.end,
+            _ => spans.push(span),
+        }
+    }
+    spans
+        .into_iter()
+        .map(|span| {
+            let plain = citations::strip_markers(&answer[span.clone()]);
+            let score = |n: usize| support(&plain, sources[n - 1]);
+            let cited: Vec<usize> = if any_valid {
+                let in_span: Vec<citations::Marker> = markers
+                    .iter()
+                    .filter(|m| span.contains(&m.at))
+                    .cloned()
+                    .collect();
+                citations::valid_sources(&in_span, sources.len())
+            } else {
+                (1..=sources.len())
+                    .map(|n| (n, score(n)))
+                    .filter(|(_, s)| *s >= min)
+                    .fold(None::<(usize, f32)>, |best, (n, s)| match best {
+                        Some((_, b)) if b >= s => best,
+                        _ => Some((n, s)),
+                    })
+                    .map(|(n, _)| n)
+                    .into_iter()
+                    .collect()
+            };
+            let best = cited.iter().map(|&n| score(n)).fold(0.0, f32::max);
+            SentenceSupport {
+                span,
+                cited,
+                support: best,
+                supported: best >= min,
+            }
+        })
+        .collect()
 }
 
 /// For each sentence that some source supports with at least `min` of its content words, the
@@ -135,6 +213,53 @@ mod tests {
         let sources = ["The ferry to Ostby leaves at 7:40 every weekday."];
         assert!(attribute("Paris is the capital of France.", &sources, 0.5).is_empty());
         assert_eq!(support("", sources[0]), 0.0);
+    }
+
+    #[test]
+    fn each_sentence_is_checked_against_the_sources_it_cites() {
+        let sources = [
+            "Mount Kessik last erupted in 1911 and buried the village of Tarra.",
+            "The 2019 winner was grandmaster Ilse Brenner with seven and a half points.",
+        ];
+        let answer =
+            "Ilse Brenner won in 2019 [2]. Kessik erupted in 1911 [2]. It buried Tarra. [1]";
+        let checked = check_sentences(answer, &sources, 0.6);
+        assert_eq!(checked.len(), 3);
+        assert_eq!(
+            &answer[checked[0].span.clone()],
+            "Ilse Brenner won in 2019 [2]."
+        );
+        assert_eq!(
+            (checked[0].cited.clone(), checked[0].supported),
+            (vec![2], true)
+        );
+        // Cites a source that does not state it.
+        assert_eq!(
+            (checked[1].cited.clone(), checked[1].supported),
+            (vec![2], false)
+        );
+        // The marker after the full stop belongs to the sentence before it.
+        assert_eq!(&answer[checked[2].span.clone()], "It buried Tarra. [1]");
+        assert_eq!(
+            (checked[2].cited.clone(), checked[2].supported),
+            (vec![1], true)
+        );
+    }
+
+    #[test]
+    fn without_markers_each_sentence_gets_its_best_supporting_source() {
+        let sources = [
+            "The ferry leaves at 7:40.",
+            "The ferry to Ostby leaves at 7:40 daily.",
+        ];
+        let checked = check_sentences(
+            "The Ostby ferry leaves at 7:40. Paris is big.",
+            &sources,
+            0.6,
+        );
+        assert_eq!(checked[0].cited, vec![2]);
+        assert!(checked[0].supported);
+        assert!(checked[1].cited.is_empty() && !checked[1].supported);
     }
 
     #[test]

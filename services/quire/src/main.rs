@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use quire_engine::Engine;
+use quire_engine::prompt::AnswerStyle;
 use quire_models::{LlmChoice, ModelId};
 
 use crate::config::Config;
@@ -60,7 +61,7 @@ enum Command {
     },
     /// Extracts documents locally, without a server, and prints their text or a summary line.
     Extract(extract::ExtractArgs),
-    /// Quality evaluations on public datasets (retrieval on BEIR).
+    /// Quality evaluations on public datasets (retrieval on BEIR, answers on SQuAD).
     Eval {
         #[command(subcommand)]
         command: eval::EvalCommand,
@@ -117,6 +118,9 @@ struct EngineArgs {
     /// Relevance threshold below which Ask abstains.
     #[arg(long, env = "QUIRE_MIN_RELEVANCE")]
     min_relevance: Option<f32>,
+    /// Answer style for Ask: `concise` or `sentences`.
+    #[arg(long, env = "QUIRE_ANSWER_STYLE")]
+    answer_style: Option<AnswerStyle>,
     /// Address to listen on.
     #[arg(long, env = "QUIRE_LISTEN")]
     listen: Option<SocketAddr>,
@@ -154,6 +158,9 @@ impl EngineArgs {
         }
         if let Some(v) = self.min_relevance {
             e.min_relevance = v;
+        }
+        if let Some(v) = self.answer_style {
+            e.answer_style = v;
         }
         if let Some(v) = self.listen {
             cfg.listen = v;

@@ -229,7 +229,22 @@ pub fn answer(a: Answer) -> pb::AskResponse {
             } as i32,
         })
         .collect();
+    let sentences = a
+        .sentences
+        .into_iter()
+        .map(|s| pb::SentenceSupport {
+            text: a.text.get(s.span.clone()).unwrap_or_default().to_string(),
+            span: Some(pb::Span {
+                start: s.span.start as u64,
+                end: s.span.end as u64,
+            }),
+            cited: s.cited.into_iter().map(|n| n as u32).collect(),
+            support: s.support,
+            supported: s.supported,
+        })
+        .collect();
     pb::AskResponse {
+        sentences,
         answer: a.text,
         citations,
         abstained: a.abstained.is_some(),
