@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+pub mod answers;
 pub mod beir;
 pub mod report;
 pub mod squad;

@@ -95,19 +95,37 @@ pub fn markdown(results: &[ModeResult]) -> String {
 
 /// A grouped bar chart: the four quality metrics, one bar per mode in each group.
 pub fn svg(title: &str, results: &[ModeResult]) -> String {
+    let series: Vec<Series> = results
+        .iter()
+        .map(|r| Series {
+            name: r.mode.clone(),
+            values: vec![r.ndcg_at_10, r.recall_at_10, r.recall_at_100, r.mrr_at_10],
+        })
+        .collect();
+    grouped_bars(
+        title,
+        &["nDCG@10", "Recall@10", "Recall@100", "MRR@10"],
+        &series,
+    )
+}
+
+/// One coloured series of a [`grouped_bars`] chart: a value per group, each in [0, 1].
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub values: Vec<f64>,
+}
+
+/// An SVG grouped bar chart on a 0–1 axis: one group per entry of `groups`, one bar per series
+/// in each. The legend gives each series' first value. Values outside [0, 1] are clamped; a
+/// missing or NaN value draws no bar.
+pub fn grouped_bars(title: &str, groups: &[&str], series: &[Series]) -> String {
     const COLORS: [&str; 6] = [
         "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1",
     ];
-    type Metric = fn(&ModeResult) -> f64;
-    let metrics: [(&str, Metric); 4] = [
-        ("nDCG@10", |r| r.ndcg_at_10),
-        ("Recall@10", |r| r.recall_at_10),
-        ("Recall@100", |r| r.recall_at_100),
-        ("MRR@10", |r| r.mrr_at_10),
-    ];
     let (width, height, left, top, plot_h) = (760.0, 380.0, 50.0, 40.0, 260.0);
-    let group_w = (width - left - 20.0) / metrics.len() as f64;
-    let bar_w = (group_w - 20.0) / results.len().max(1) as f64;
+    let group_w = (width - left - 20.0) / groups.len().max(1) as f64;
+    let bar_w = (group_w - 20.0) / series.len().max(1) as f64;
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
          font-family=\"sans-serif\" font-size=\"12\">\n\
@@ -126,37 +144,42 @@ pub fn svg(title: &str, results: &[ModeResult]) -> String {
             y + 4.0
         ));
     }
-    for (g, (name, value)) in metrics.iter().enumerate() {
+    for (g, name) in groups.iter().enumerate() {
         let x0 = left + g as f64 * group_w + 10.0;
-        for (i, r) in results.iter().enumerate() {
-            let v = value(r).clamp(0.0, 1.0);
+        for (i, r) in series.iter().enumerate() {
+            let Some(v) = r.values.get(g).copied().filter(|v| !v.is_nan()) else {
+                continue;
+            };
+            let v = v.clamp(0.0, 1.0);
             let (x, h) = (x0 + i as f64 * bar_w, plot_h * v);
             s.push_str(&format!(
                 "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{}\">\
-                 <title>{} {name}: {v:.4}</title></rect>\n",
+                 <title>{} {}: {v:.4}</title></rect>\n",
                 top + plot_h - h,
                 bar_w - 2.0,
                 COLORS[i % COLORS.len()],
-                escape(&r.mode)
+                escape(&r.name),
+                escape(name)
             ));
         }
         s.push_str(&format!(
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{name}</text>\n",
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
             x0 + (group_w - 20.0) / 2.0,
-            top + plot_h + 18.0
+            top + plot_h + 18.0,
+            escape(name)
         ));
     }
-    for (i, r) in results.iter().enumerate() {
+    for (i, r) in series.iter().enumerate() {
         let x = left + i as f64 * 150.0;
         let y = top + plot_h + 45.0;
+        let first = r.values.first().copied().unwrap_or(f64::NAN);
         s.push_str(&format!(
             "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/>\
-             <text x=\"{}\" y=\"{y}\">{} ({:.3})</text>\n",
+             <text x=\"{}\" y=\"{y}\">{} ({first:.3})</text>\n",
             y - 10.0,
             COLORS[i % COLORS.len()],
             x + 16.0,
-            escape(&r.mode),
-            r.ndcg_at_10
+            escape(&r.name),
         ));
     }
     s.push_str("</svg>\n");

@@ -1,17 +1,23 @@
 //! `quire eval`: quality measured on public datasets through quire's real paths.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use quire_engine::{Engine, EngineConfig, RetrievalMode, RetrieveQuery};
-use quire_evals::beir;
+use quire_engine::prompt::AnswerStyle;
+use quire_engine::{
+    Answer, AskQuery, Engine, EngineConfig, RetrievalMode, RetrieveQuery, citations, prompt,
+};
+use quire_evals::answers::{self, Sampled};
 use quire_evals::report::{self, ModeResult};
+use quire_evals::{beir, squad};
+use quire_index::Hit;
 
 use crate::BoxError;
-use crate::bench::ingest_docs;
+use crate::bench::{IngestTally, ingest_docs};
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
@@ -19,6 +25,55 @@ pub enum EvalCommand {
     /// runs every judged query in each mode, and reports nDCG@10, Recall@10/100, MRR@10 and
     /// latency as a Markdown table, JSON and an SVG chart.
     Retrieval(RetrievalArgs),
+    /// Answer quality on a SQuAD v1.1 or v2.0 file: ingests every paragraph as a document
+    /// into one fresh collection, asks a seeded sample of the questions through the real
+    /// `Ask` path, and reports exact match, F1, citation accuracy, abstention precision and
+    /// recall, and speed as a Markdown table, JSON, an SVG chart and one JSON line per
+    /// question.
+    Answers(AnswersArgs),
+}
+
+#[derive(Args)]
+pub struct AnswersArgs {
+    /// SQuAD-format JSON file.
+    #[arg(long)]
+    squad: PathBuf,
+    /// Questions to ask, drawn at random with `--seed`; 0 asks every question.
+    #[arg(long, default_value_t = 300)]
+    limit: usize,
+    /// Seed of the question sample.
+    #[arg(long, default_value_t = 17)]
+    seed: u64,
+    /// Sources given to the model; 0 means the configured default.
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Most tokens per answer. Default: the configured one.
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Where the report goes (answers-NAME.md, .json, .svg, .jsonl).
+    #[arg(long, default_value = "evals/out")]
+    out: PathBuf,
+    /// NAME in the report's file names. Default: the SQuAD file's stem and the LLM's name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Data directory to ingest into. Default: a fresh temporary one, removed afterwards.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Model directory.
+    #[arg(long, env = "QUIRE_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// Documents ingested concurrently.
+    #[arg(long, default_value_t = 8)]
+    in_flight: usize,
+    /// LLM: `qwen2.5-1.5b` or `smollm2-135m`. Default: the configured one.
+    #[arg(long, env = "QUIRE_LLM")]
+    llm: Option<String>,
+    /// Answer style: `concise` or `sentences`. Default: the configured one.
+    #[arg(long, env = "QUIRE_ANSWER_STYLE")]
+    answer_style: Option<AnswerStyle>,
+    /// Relevance threshold below which Ask abstains. Default: the configured one.
+    #[arg(long, env = "QUIRE_MIN_RELEVANCE")]
+    min_relevance: Option<f32>,
 }
 
 #[derive(Args)]
@@ -67,10 +122,85 @@ pub struct RetrievalArgs {
 pub async fn run(config: &EngineConfig, command: EvalCommand) -> Result<ExitCode, BoxError> {
     match command {
         EvalCommand::Retrieval(args) => retrieval(config, args).await,
+        EvalCommand::Answers(args) => answers(config, args).await,
     }
 }
 
 const COLLECTION: &str = "eval";
+
+/// An engine over the eval's data directory: a fresh temporary one (removed by
+/// [`EvalStore::close`]) unless the user named one.
+struct EvalStore {
+    engine: Engine,
+    data_dir: PathBuf,
+    temporary: bool,
+}
+
+impl EvalStore {
+    async fn open(
+        config: &EngineConfig,
+        data_dir: Option<PathBuf>,
+        model_dir: Option<PathBuf>,
+        max_top_k: usize,
+    ) -> Result<EvalStore, BoxError> {
+        let temporary = data_dir.is_none();
+        let data_dir = data_dir.unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("quire-eval-{}", std::process::id()))
+        });
+        let engine = Engine::open(EngineConfig {
+            data_dir: data_dir.clone(),
+            model_dir: model_dir.unwrap_or_else(|| config.model_dir.clone()),
+            max_top_k,
+            ..config.clone()
+        })
+        .await?;
+        Ok(EvalStore {
+            engine,
+            data_dir,
+            temporary,
+        })
+    }
+
+    /// Ingests `corpus` into the eval collection and optimises its vector index; returns the
+    /// tally and the ingest time in seconds.
+    async fn ingest(
+        &self,
+        dataset: &str,
+        corpus: Vec<beir::Doc>,
+        in_flight: usize,
+    ) -> Result<(IngestTally, f64), BoxError> {
+        let bar = indicatif::ProgressBar::new(corpus.len() as u64).with_style(
+            indicatif::ProgressStyle::with_template(
+                "ingest {bar:30} {pos}/{len} docs, {per_sec}, eta {eta}",
+            )?,
+        );
+        let started = Instant::now();
+        let docs = corpus.len();
+        let tally = ingest_docs(&self.engine, COLLECTION, corpus, in_flight, Some(&bar)).await;
+        bar.finish_and_clear();
+        let ingest_s = started.elapsed().as_secs_f64();
+        println!(
+            "{dataset}: ingested {} of {docs} documents ({} failed), {} chunks, in {ingest_s:.0} s",
+            tally.ok, tally.failed, tally.chunks
+        );
+        let started = Instant::now();
+        self.engine.index().optimize(COLLECTION).await?;
+        println!(
+            "vector index optimised in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok((tally, ingest_s))
+    }
+
+    /// Closes the engine and removes a temporary data directory.
+    fn close(self) {
+        drop(self.engine);
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
 /// Hits asked for when timing retrieval (quality is scored at `--depth`).
 const LATENCY_TOP_K: usize = 10;
 
@@ -93,42 +223,16 @@ async fn retrieval(config: &EngineConfig, args: RetrievalArgs) -> Result<ExitCod
         .file_name()
         .map_or("dataset".into(), |n| n.to_string_lossy().into_owned());
 
-    let temp = args.data_dir.is_none();
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("quire-eval-{}", std::process::id())));
-    let engine = Engine::open(EngineConfig {
-        data_dir: data_dir.clone(),
-        model_dir: args
-            .model_dir
-            .clone()
-            .unwrap_or_else(|| config.model_dir.clone()),
-        max_top_k: config.max_top_k.max(args.depth),
-        ..config.clone()
-    })
+    let store = EvalStore::open(
+        config,
+        args.data_dir.clone(),
+        args.model_dir.clone(),
+        config.max_top_k.max(args.depth),
+    )
     .await?;
-
-    let bar = indicatif::ProgressBar::new(corpus.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "ingest {bar:30} {pos}/{len} docs, {per_sec}, eta {eta}",
-        )?,
-    );
-    let started = Instant::now();
     let docs = corpus.len();
-    let tally = ingest_docs(&engine, COLLECTION, corpus, args.in_flight, Some(&bar)).await;
-    bar.finish_and_clear();
-    let ingest_s = started.elapsed().as_secs_f64();
-    println!(
-        "{dataset}: ingested {} of {docs} documents ({} failed), {} chunks, in {ingest_s:.0} s",
-        tally.ok, tally.failed, tally.chunks
-    );
-    let started = Instant::now();
-    engine.index().optimize(COLLECTION).await?;
-    println!(
-        "vector index optimised in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    let (tally, ingest_s) = store.ingest(&dataset, corpus, args.in_flight).await?;
+    let engine = &store.engine;
 
     let mut results: Vec<ModeResult> = Vec::new();
     for &mode in &args.modes {
@@ -166,10 +270,7 @@ async fn retrieval(config: &EngineConfig, args: RetrievalArgs) -> Result<ExitCod
         );
         results.push(r);
     }
-    drop(engine);
-    if temp {
-        let _ = std::fs::remove_dir_all(&data_dir);
-    }
+    store.close();
 
     let settings = serde_json::json!({
         "dataset": dataset,
@@ -214,4 +315,218 @@ async fn retrieval(config: &EngineConfig, args: RetrievalArgs) -> Result<ExitCod
     } else {
         ExitCode::SUCCESS
     })
+}
+
+async fn answers(config: &EngineConfig, args: AnswersArgs) -> Result<ExitCode, BoxError> {
+    let mut config = config.clone();
+    if let Some(llm) = &args.llm {
+        config.llm = llm.clone();
+    }
+    if let Some(style) = args.answer_style {
+        config.answer_style = style;
+    }
+    if let Some(min) = args.min_relevance {
+        config.min_relevance = min;
+    }
+    let config = &config;
+    let (version, articles) = squad::read(&args.squad)?;
+    let questions = answers::sample(&articles, args.seed, args.limit);
+    let stem = args
+        .squad
+        .file_stem()
+        .map_or("squad".into(), |n| n.to_string_lossy().into_owned());
+    let model = config
+        .llm_dir
+        .as_ref()
+        .map_or(config.llm.clone(), |d| d.display().to_string());
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{stem}-{}", config.llm));
+    let corpus: Vec<beir::Doc> = articles
+        .iter()
+        .enumerate()
+        .flat_map(|(a, article)| {
+            article
+                .paragraphs
+                .iter()
+                .enumerate()
+                .map(move |(p, paragraph)| beir::Doc {
+                    id: answers::paragraph_id(a, p),
+                    title: article.title.replace('_', " "),
+                    text: paragraph.context.clone(),
+                })
+        })
+        .collect();
+    let paragraphs = corpus.len();
+
+    let store = EvalStore::open(
+        config,
+        args.data_dir.clone(),
+        args.model_dir.clone(),
+        config.max_top_k,
+    )
+    .await?;
+    let (tally, ingest_s) = store.ingest(&stem, corpus, args.in_flight).await?;
+    let engine = &store.engine;
+    engine.load_generator().await?;
+
+    let bar = indicatif::ProgressBar::new(questions.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("ask {bar:30} {pos}/{len}, {per_sec}, eta {eta}")?,
+    );
+    let sources = if args.top_k == 0 {
+        config.ask_sources
+    } else {
+        args.top_k
+    };
+    std::fs::create_dir_all(&args.out)?;
+    let path = |ext: &str| args.out.join(format!("answers-{name}.{ext}"));
+    // One line per question as it is answered, so an interrupted run still shows its work.
+    let mut lines = std::io::BufWriter::new(std::fs::File::create(path("jsonl"))?);
+    let mut outcomes = Vec::with_capacity(questions.len());
+    let mut failed = 0usize;
+    for q in &questions {
+        bar.inc(1);
+        let query = AskQuery {
+            collection: COLLECTION.into(),
+            question: q.question.clone(),
+            top_k: args.top_k,
+            max_tokens: args.max_tokens,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let answer = match engine.ask(&query, None).await {
+            Ok(a) => a,
+            Err(e) => {
+                failed += 1;
+                bar.println(format!("{}: Ask failed: {e}", q.id));
+                continue;
+            }
+        };
+        let total_ms = started.elapsed().as_secs_f64() * 1e3;
+        // The similarity the relevance threshold is compared with, for calibration.
+        let candidates = engine
+            .retrieve(&RetrieveQuery {
+                collection: COLLECTION.into(),
+                query: q.question.clone(),
+                top_k: sources,
+                ..Default::default()
+            })
+            .await?;
+        let o = outcome(q, &answer, &candidates, total_ms);
+        serde_json::to_writer(&mut lines, &o)?;
+        lines.write_all(b"\n")?;
+        lines.flush()?;
+        outcomes.push(o);
+    }
+    bar.finish_and_clear();
+    store.close();
+
+    let summary = answers::summarize(&model, &outcomes);
+    let threshold = answers::calibrate_threshold(&outcomes, CALIBRATION_KEEP);
+    let unanswerable_below = threshold.map(|t| {
+        let below = outcomes
+            .iter()
+            .filter(|o| !o.answerable() && o.best_similarity.is_some_and(|s| s < t))
+            .count();
+        (below, summary.unanswerable)
+    });
+    let settings = serde_json::json!({
+        "squad": stem,
+        "squad_version": version,
+        "paragraphs": paragraphs,
+        "paragraphs_failed": tally.failed,
+        "chunks": tally.chunks,
+        "ingest_s": ingest_s,
+        "limit": args.limit,
+        "seed": args.seed,
+        "asked": questions.len(),
+        "ask_failed": failed,
+        "llm": model,
+        "sources": sources,
+        "max_tokens": args.max_tokens.unwrap_or(config.max_answer_tokens),
+        "min_relevance": config.min_relevance,
+        "retrieval_mode": config.retrieval_mode.name(),
+        "prompt_version": prompt::PROMPT_VERSION,
+        "answer_style": config.answer_style,
+    });
+    let table = answers::markdown(std::slice::from_ref(&summary));
+    let calibration = match (threshold, unanswerable_below) {
+        (Some(t), Some((below, of))) => format!(
+            "Relevance threshold supported by this data: {t:.3} (the best-candidate similarity \
+             that {:.0}% of answerable questions with their paragraph retrieved reach; \
+             {below} of {of} unanswerable questions fall below it). Configured: {:.3}.\n",
+            CALIBRATION_KEEP * 100.0,
+            config.min_relevance
+        ),
+        _ => String::new(),
+    };
+    let md = format!(
+        "# Answers on {stem} ({} questions, seed {})\n\n{table}\n{calibration}\nSettings: `{settings}`\n",
+        questions.len(),
+        args.seed
+    );
+    std::fs::write(path("md"), &md)?;
+    std::fs::write(
+        path("json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "settings": settings,
+            "summary": summary,
+            "calibrated_min_relevance": threshold,
+        }))?,
+    )?;
+    std::fs::write(
+        path("svg"),
+        answers::svg(&format!("quire answers on {stem}"), &[summary]),
+    )?;
+    println!(
+        "\n{table}\n{calibration}written to {}",
+        path("md").display()
+    );
+    Ok(if failed > 0 || tally.failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Share of answerable questions the calibrated relevance threshold must let through.
+const CALIBRATION_KEEP: f64 = 0.99;
+
+/// Scores one answer against the question's gold answers and paragraph.
+fn outcome(q: &Sampled, answer: &Answer, candidates: &[Hit], total_ms: f64) -> answers::Outcome {
+    let padded = |s: &str| format!(" {} ", squad::normalize_answer(s));
+    let holds_gold = |hit: &Hit| {
+        let text = padded(&hit.chunk.text);
+        hit.chunk.document_id == q.document_id && q.golds.iter().any(|g| text.contains(&padded(g)))
+    };
+    let abstained = answer.abstained.is_some();
+    let mut o = answers::Outcome {
+        id: q.id.clone(),
+        question: q.question.clone(),
+        golds: q.golds.clone(),
+        answer: answer.text.clone(),
+        abstained,
+        abstain_reason: answer.abstained.clone().unwrap_or_default(),
+        cited_gold: (!q.golds.is_empty() && !abstained)
+            .then(|| answer.citations.iter().any(|c| holds_gold(&c.hit))),
+        gold_in_sources: answer
+            .sources
+            .iter()
+            .any(|h| h.chunk.document_id == q.document_id),
+        best_similarity: candidates
+            .iter()
+            .filter_map(|h| h.dense_score)
+            .reduce(f32::max),
+        sentences: answer.sentences.len(),
+        supported_sentences: answer.sentences.iter().filter(|s| s.supported).count(),
+        prompt_tokens: answer.prompt_tokens,
+        completion_tokens: answer.completion_tokens,
+        time_to_first_token_ms: answer.time_to_first_token.as_secs_f64() * 1e3,
+        generate_ms: answer.generate_time.as_secs_f64() * 1e3,
+        total_ms,
+        ..Default::default()
+    };
+    o.score(&citations::strip_markers(&answer.text));
+    o
 }

@@ -1,0 +1,377 @@
+//! Answer eval results: what each question produced, the summary metrics over a run (SQuAD
+//! exact match and F1, citation accuracy, abstention precision and recall, speed), the
+//! relevance-threshold calibration, and their Markdown table and SVG chart.
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+use crate::report::{Series, grouped_bars, percentile};
+use crate::squad::{self, Article};
+
+/// A question drawn for the eval, with the paragraph (document) it was asked about.
+#[derive(Debug, Clone)]
+pub struct Sampled {
+    pub id: String,
+    pub question: String,
+    /// Gold answer texts; empty for an unanswerable (v2.0) question.
+    pub golds: Vec<String>,
+    /// Id of the paragraph's document, as [`paragraph_id`] names it.
+    pub document_id: String,
+}
+
+/// The document id of paragraph `p` (0-based) of article `a` (0-based).
+pub fn paragraph_id(a: usize, p: usize) -> String {
+    format!("a{a:03}-p{p:03}")
+}
+
+/// Every question of `articles`, shuffled with `seed`, the first `limit` of them (all when
+/// `limit` is 0). The same file, seed and limit always give the same sample.
+pub fn sample(articles: &[Article], seed: u64, limit: usize) -> Vec<Sampled> {
+    let mut all: Vec<Sampled> = Vec::new();
+    for (a, article) in articles.iter().enumerate() {
+        for (p, paragraph) in article.paragraphs.iter().enumerate() {
+            for q in &paragraph.qas {
+                let golds = if q.is_impossible {
+                    Vec::new()
+                } else {
+                    q.answers.iter().map(|x| x.text.clone()).collect()
+                };
+                all.push(Sampled {
+                    id: q.id.clone(),
+                    question: q.question.clone(),
+                    golds,
+                    document_id: paragraph_id(a, p),
+                });
+            }
+        }
+    }
+    // ChaCha8 is portable across platforms and versions, so a seed names one sample for good.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    all.shuffle(&mut rng);
+    if limit > 0 {
+        all.truncate(limit);
+    }
+    all
+}
+
+/// What one question produced through the real `Ask` path.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Outcome {
+    pub id: String,
+    pub question: String,
+    pub golds: Vec<String>,
+    /// The answer as returned, markers included.
+    pub answer: String,
+    pub abstained: bool,
+    pub abstain_reason: String,
+    /// Answered questions with gold answers only: whether some citation's chunk belongs to
+    /// the gold paragraph and contains a gold answer.
+    pub cited_gold: Option<bool>,
+    /// Whether the gold paragraph was among the sources given to the model.
+    pub gold_in_sources: bool,
+    /// Best dense similarity among the question's retrieved candidates.
+    pub best_similarity: Option<f32>,
+    /// Answer sentences, and those a cited source supports.
+    pub sentences: usize,
+    pub supported_sentences: usize,
+    pub exact_match: f64,
+    pub f1: f64,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub time_to_first_token_ms: f64,
+    pub generate_ms: f64,
+    pub total_ms: f64,
+}
+
+impl Outcome {
+    /// True when the question has a gold answer.
+    pub fn answerable(&self) -> bool {
+        !self.golds.is_empty()
+    }
+
+    /// Sets exact match and F1 from `prediction` (the answer without markers). An abstention
+    /// predicts the empty string, as SQuAD v2.0 scores "no answer".
+    pub fn score(&mut self, prediction: &str) {
+        let prediction = if self.abstained { "" } else { prediction };
+        let golds: Vec<&str> = self.golds.iter().map(String::as_str).collect();
+        self.exact_match = squad::exact_match(prediction, &golds);
+        self.f1 = squad::f1(prediction, &golds);
+    }
+}
+
+/// The metrics of one run. Shares are in [0, 1]; a share with nothing to count is NaN
+/// (written as null in JSON).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub model: String,
+    pub questions: usize,
+    pub answerable: usize,
+    pub unanswerable: usize,
+    /// Mean exact match over answerable questions (an abstention scores 0).
+    pub exact_match: f64,
+    /// Mean token F1 over answerable questions (an abstention scores 0).
+    pub f1: f64,
+    /// Mean token F1 over answerable questions quire answered.
+    pub f1_answered: f64,
+    /// Of answerable questions answered, the share whose citations include a chunk
+    /// containing a gold answer.
+    pub citation_accuracy: f64,
+    /// Of answerable questions, the share whose gold paragraph was among the sources.
+    pub gold_in_sources: f64,
+    /// Of answerable questions, the share quire abstained on.
+    pub false_abstention: f64,
+    /// Of abstentions, the share on unanswerable questions.
+    pub abstention_precision: f64,
+    /// Of unanswerable questions, the share quire abstained on.
+    pub abstention_recall: f64,
+    pub time_to_first_token_p50_ms: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p95_ms: f64,
+    /// Prompt tokens over time to first token, summed over questions that reached the model.
+    pub prompt_tokens_per_s: f64,
+    /// Tokens after the first over the time after the first, summed likewise.
+    pub generation_tokens_per_s: f64,
+}
+
+fn share(count: usize, of: usize) -> f64 {
+    if of == 0 {
+        f64::NAN
+    } else {
+        count as f64 / of as f64
+    }
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 { f64::NAN } else { sum / n as f64 }
+}
+
+/// Summarises a run.
+pub fn summarize(model: &str, outcomes: &[Outcome]) -> Summary {
+    let answerable: Vec<&Outcome> = outcomes.iter().filter(|o| o.answerable()).collect();
+    let answered: Vec<&&Outcome> = answerable.iter().filter(|o| !o.abstained).collect();
+    let unanswerable = outcomes.len() - answerable.len();
+    let abstentions = outcomes.iter().filter(|o| o.abstained).count();
+    let right_abstentions = outcomes
+        .iter()
+        .filter(|o| o.abstained && !o.answerable())
+        .count();
+    let generated: Vec<&Outcome> = outcomes.iter().filter(|o| o.prompt_tokens > 0).collect();
+    let ttfts: Vec<f64> = generated.iter().map(|o| o.time_to_first_token_ms).collect();
+    let totals: Vec<f64> = outcomes.iter().map(|o| o.total_ms).collect();
+    let prompt_tokens: usize = generated.iter().map(|o| o.prompt_tokens).sum();
+    let decoded: usize = generated
+        .iter()
+        .map(|o| o.completion_tokens.saturating_sub(1))
+        .sum();
+    let decode_ms: f64 = generated
+        .iter()
+        .filter(|o| o.completion_tokens > 1)
+        .map(|o| o.generate_ms - o.time_to_first_token_ms)
+        .sum();
+    Summary {
+        model: model.to_string(),
+        questions: outcomes.len(),
+        answerable: answerable.len(),
+        unanswerable,
+        exact_match: mean(answerable.iter().map(|o| o.exact_match)),
+        f1: mean(answerable.iter().map(|o| o.f1)),
+        f1_answered: mean(answered.iter().map(|o| o.f1)),
+        citation_accuracy: share(
+            answered
+                .iter()
+                .filter(|o| o.cited_gold == Some(true))
+                .count(),
+            answered.len(),
+        ),
+        gold_in_sources: share(
+            answerable.iter().filter(|o| o.gold_in_sources).count(),
+            answerable.len(),
+        ),
+        false_abstention: share(answerable.len() - answered.len(), answerable.len()),
+        abstention_precision: share(right_abstentions, abstentions),
+        abstention_recall: share(right_abstentions, unanswerable),
+        time_to_first_token_p50_ms: percentile(&ttfts, 50.0),
+        latency_p50_ms: percentile(&totals, 50.0),
+        latency_p95_ms: percentile(&totals, 95.0),
+        prompt_tokens_per_s: prompt_tokens as f64 * 1e3 / ttfts.iter().sum::<f64>(),
+        generation_tokens_per_s: decoded as f64 * 1e3 / decode_ms,
+    }
+}
+
+/// The relevance threshold the dev data supports: the largest similarity that `keep` (e.g.
+/// 0.99) of the answerable questions whose gold paragraph was retrieved still reach, so that
+/// the threshold abstains on at most `1 - keep` of the questions quire could answer. `None`
+/// when no such question was run.
+pub fn calibrate_threshold(outcomes: &[Outcome], keep: f64) -> Option<f32> {
+    let mut best: Vec<f32> = outcomes
+        .iter()
+        .filter(|o| o.answerable() && o.gold_in_sources)
+        .filter_map(|o| o.best_similarity)
+        .collect();
+    best.sort_by(f32::total_cmp);
+    // Values below index m are let go: at most (1 - keep) of them.
+    let m = (best.len() as f64 * (1.0 - keep) + 1e-9).floor() as usize;
+    best.get(m.min(best.len().saturating_sub(1))).copied()
+}
+
+fn cell(v: f64, digits: usize) -> String {
+    if v.is_nan() {
+        "–".into()
+    } else {
+        format!("{v:.digits$}")
+    }
+}
+
+/// A Markdown table, one row per run.
+pub fn markdown(runs: &[Summary]) -> String {
+    let mut out = String::from(
+        "| model | questions | EM | F1 | F1 answered | citation accuracy | gold in sources | \
+         false abstention | abstention precision | abstention recall | TTFT p50 ms | \
+         latency p50 / p95 ms | prompt tok/s | generation tok/s |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in runs {
+        out.push_str(&format!(
+            "| {} | {} ({} answerable) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |\n",
+            r.model,
+            r.questions,
+            r.answerable,
+            cell(r.exact_match, 3),
+            cell(r.f1, 3),
+            cell(r.f1_answered, 3),
+            cell(r.citation_accuracy, 3),
+            cell(r.gold_in_sources, 3),
+            cell(r.false_abstention, 3),
+            cell(r.abstention_precision, 3),
+            cell(r.abstention_recall, 3),
+            cell(r.time_to_first_token_p50_ms, 0),
+            cell(r.latency_p50_ms, 0),
+            cell(r.latency_p95_ms, 0),
+            cell(r.prompt_tokens_per_s, 1),
+            cell(r.generation_tokens_per_s, 1),
+        ));
+    }
+    out
+}
+
+/// A bar chart of the quality measures, one series per run.
+pub fn svg(title: &str, runs: &[Summary]) -> String {
+    let series: Vec<Series> = runs
+        .iter()
+        .map(|r| Series {
+            name: r.model.clone(),
+            values: vec![
+                r.f1,
+                r.exact_match,
+                r.citation_accuracy,
+                r.abstention_precision,
+                r.abstention_recall,
+            ],
+        })
+        .collect();
+    grouped_bars(
+        title,
+        &[
+            "F1",
+            "EM",
+            "citation acc.",
+            "abst. precision",
+            "abst. recall",
+        ],
+        &series,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(golds: &[&str], abstained: bool, prediction: &str) -> Outcome {
+        let mut o = Outcome {
+            golds: golds.iter().map(|g| g.to_string()).collect(),
+            abstained,
+            answer: prediction.into(),
+            ..Outcome::default()
+        };
+        o.score(prediction);
+        o
+    }
+
+    #[test]
+    fn abstentions_score_as_empty_predictions() {
+        // Right abstention on an unanswerable question: full marks, as SQuAD v2.0 scores it.
+        assert_eq!(outcome(&[], true, "ignored").f1, 1.0);
+        // Answering an unanswerable question scores 0; abstaining on an answerable one too.
+        assert_eq!(outcome(&[], false, "Paris").f1, 0.0);
+        assert_eq!(outcome(&["Paris"], true, "Paris").f1, 0.0);
+        assert_eq!(outcome(&["Paris"], false, "Paris").exact_match, 1.0);
+    }
+
+    #[test]
+    fn summary_counts_citations_and_abstentions_over_the_right_sets() {
+        let mut runs = vec![
+            outcome(&["1932"], false, "It opened in 1932"),
+            outcome(&["Brenner"], false, "Ilse Brenner"),
+            outcome(&["Tarra"], true, ""),
+            outcome(&[], true, ""),
+            outcome(&[], false, "Ostby"),
+        ];
+        runs[0].cited_gold = Some(true);
+        runs[1].cited_gold = Some(false);
+        let s = summarize("m", &runs);
+        assert_eq!((s.questions, s.answerable, s.unanswerable), (5, 3, 2));
+        // Two answered answerable questions, one citing the gold chunk.
+        assert_eq!(s.citation_accuracy, 0.5);
+        // Two abstentions, one of them right; one of two unanswerables caught.
+        assert_eq!(s.abstention_precision, 0.5);
+        assert_eq!(s.abstention_recall, 0.5);
+        assert!((s.false_abstention - 1.0 / 3.0).abs() < 1e-12);
+        // F1 over answerable: 0.4 ("it opened in 1932" vs "1932"), 2/3 ("ilse brenner" vs
+        // "brenner"), 0 (abstained).
+        assert!((s.f1 - (0.4 + 2.0 / 3.0) / 3.0).abs() < 1e-9, "{}", s.f1);
+        assert!(s.latency_p50_ms.is_finite());
+        // Nothing reached the model: no speed to report.
+        assert!(s.generation_tokens_per_s.is_nan());
+    }
+
+    #[test]
+    fn calibration_keeps_the_asked_share_of_answerable_questions() {
+        let runs: Vec<Outcome> = (1..=100)
+            .map(|i| Outcome {
+                golds: vec!["x".into()],
+                gold_in_sources: true,
+                best_similarity: Some(i as f32 / 100.0),
+                ..Outcome::default()
+            })
+            .collect();
+        // 95 of the 100 questions reach 0.06 or more; 96 reach 0.05.
+        assert_eq!(calibrate_threshold(&runs, 0.95), Some(0.06));
+        assert_eq!(calibrate_threshold(&runs, 1.0), Some(0.01));
+        assert_eq!(calibrate_threshold(&[], 0.95), None);
+    }
+
+    #[test]
+    fn the_same_seed_draws_the_same_sample() {
+        let json = r#"{"version":"v2.0","data":[{"title":"T","paragraphs":[
+            {"context":"abc","qas":[
+              {"id":"1","question":"q1","answers":[{"text":"a","answer_start":0}]},
+              {"id":"2","question":"q2","answers":[],"is_impossible":true},
+              {"id":"3","question":"q3","answers":[{"text":"b","answer_start":1}]}]}]}]}"#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        std::fs::write(&path, json).unwrap();
+        let (_, articles) = squad::read(&path).unwrap();
+        let a = sample(&articles, 7, 2);
+        let b = sample(&articles, 7, 2);
+        assert_eq!(a.len(), 2);
+        assert_eq!(
+            a.iter().map(|s| &s.id).collect::<Vec<_>>(),
+            b.iter().map(|s| &s.id).collect::<Vec<_>>()
+        );
+        assert!(a.iter().all(|s| s.document_id == "a000-p000"));
+        let all = sample(&articles, 7, 0);
+        assert_eq!(all.len(), 3);
+        assert!(all.iter().any(|s| s.id == "2" && s.golds.is_empty()));
+    }
+}
