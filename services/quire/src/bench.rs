@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use quire_engine::{Engine, EngineConfig, IncomingDocument, StageTimings};
+use quire_engine::{
+    Engine, EngineConfig, IncomingDocument, RetrievalMode, RetrieveQuery, StageTimings,
+};
 use quire_evals::beir::{Doc, read_corpus};
 use quire_models::Embedder;
 
@@ -24,6 +26,32 @@ pub enum BenchCommand {
     /// Prompt and decode speed of a chat model on synthetic token ids (greedy, end tokens
     /// ignored); prints one JSON line. Used by deploy/gpu/check.sh.
     Decode(DecodeArgs),
+    /// Retrieval latency at scale: a collection of `--chunks` chunks built around a BEIR corpus
+    /// (real texts; vectors drawn around each document's real embedding), then the corpus's
+    /// queries timed in each mode, before and after the vector index is optimised.
+    Retrieve(RetrieveBenchArgs),
+}
+
+#[derive(Args)]
+pub struct RetrieveBenchArgs {
+    /// BEIR directory: the corpus the chunks are built from, and `queries.jsonl`.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Model directory.
+    #[arg(long, env = "QUIRE_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// Chunks in the collection.
+    #[arg(long, default_value_t = 100_000)]
+    chunks: usize,
+    /// Chunks per stored document.
+    #[arg(long, default_value_t = 10)]
+    per_doc: usize,
+    /// Queries timed per mode (the first ones of `queries.jsonl` by id).
+    #[arg(long, default_value_t = 300)]
+    queries: usize,
+    /// Hits asked for.
+    #[arg(long, default_value_t = 10)]
+    top_k: usize,
 }
 
 #[derive(Args)]
@@ -308,6 +336,7 @@ pub async fn run(config: &EngineConfig, command: BenchCommand) -> Result<ExitCod
         BenchCommand::Ingest(args) => ingest(config, args).await,
         BenchCommand::Encoder(args) => tokio::task::block_in_place(|| encoder(args)),
         BenchCommand::Decode(args) => tokio::task::block_in_place(|| decode(config, args)),
+        BenchCommand::Retrieve(args) => retrieve(config, args).await,
     }
 }
 
@@ -416,4 +445,204 @@ fn embed(default_model_dir: &Path, args: EmbedArgs) -> Result<ExitCode, BoxError
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Cosine between a synthetic chunk's vector and its document's embedding, about.
+const SYNTHETIC_COSINE: f64 = 0.9;
+
+/// `base` (unit length) moved by uniform noise drawn from `seed`, renormalised, so that its
+/// cosine to `base` is about [`SYNTHETIC_COSINE`].
+fn perturbed(base: &[f32], seed: u64) -> Vec<f32> {
+    let d = base.len() as f64;
+    // Uniform noise in [-a, a] has variance a²/3; the noise norm² is about d·a²/3, and
+    // cos = 1 / sqrt(1 + noise²).
+    let a = (3.0 * (1.0 / (SYNTHETIC_COSINE * SYNTHETIC_COSINE) - 1.0) / d).sqrt();
+    const STEPS: u32 = 1 << 20;
+    let noise = synthetic_ids(base.len(), 0, STEPS, seed);
+    let v: Vec<f32> = base
+        .iter()
+        .zip(noise)
+        .map(|(b, n)| b + (a * (2.0 * f64::from(n) / f64::from(STEPS) - 1.0)) as f32)
+        .collect();
+    let norm = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
+    v.into_iter().map(|x| x / norm).collect()
+}
+
+/// A synthetic chunk's text: up to three sentences of `text`, starting at sentence `k`.
+fn synthetic_text(title: &str, text: &str, k: usize) -> String {
+    let sentences: Vec<&str> = text.split_inclusive(". ").collect();
+    if sentences.is_empty() {
+        return title.to_string();
+    }
+    let start = k % sentences.len();
+    let picked: String = sentences
+        .iter()
+        .cycle()
+        .skip(start)
+        .take(3.min(sentences.len()))
+        .copied()
+        .collect();
+    format!("{title}. {picked}")
+}
+
+async fn retrieve(config: &EngineConfig, args: RetrieveBenchArgs) -> Result<ExitCode, BoxError> {
+    let docs = read_corpus(&args.corpus, usize::MAX)?;
+    if docs.is_empty() {
+        return Err("the corpus has no documents".into());
+    }
+    let mut queries: Vec<(String, String)> = quire_evals::beir::read_queries(&args.corpus)?
+        .into_iter()
+        .collect();
+    queries.sort();
+    queries.truncate(args.queries.max(1));
+    let model_dir = args
+        .model_dir
+        .clone()
+        .unwrap_or_else(|| config.model_dir.clone());
+
+    let started = Instant::now();
+    let embedder = Embedder::load(&model_dir)?;
+    let texts: Vec<String> = docs
+        .iter()
+        .map(|d| format!("{}\n\n{}", d.title, d.text))
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let bases = tokio::task::block_in_place(|| embedder.embed(&refs))?;
+    drop(embedder);
+    let embed_s = started.elapsed().as_secs_f64();
+    println!("embedded {} corpus documents in {embed_s:.0} s", docs.len());
+
+    let data_dir = std::env::temp_dir().join(format!("quire-bench-{}", std::process::id()));
+    let engine = Engine::open(EngineConfig {
+        data_dir: data_dir.clone(),
+        model_dir,
+        // The benchmark decides when to optimise.
+        optimize_after_chunks: 0,
+        ..config.clone()
+    })
+    .await?;
+    const COLLECTION: &str = "scale";
+    engine.create_collection(COLLECTION).await?;
+    let started = Instant::now();
+    let per_doc = args.per_doc.max(1);
+    let bar = indicatif::ProgressBar::new(args.chunks as u64).with_style(
+        indicatif::ProgressStyle::with_template("write {bar:30} {pos}/{len} chunks, eta {eta}")?,
+    );
+    for (g, first) in (0..args.chunks).step_by(per_doc).enumerate() {
+        let chunks: Vec<quire_index::NewChunk> = (first..(first + per_doc).min(args.chunks))
+            .enumerate()
+            .map(|(o, j)| {
+                let (i, k) = (j % docs.len(), j / docs.len());
+                let text = synthetic_text(&docs[i].title, &docs[i].text, k);
+                quire_index::NewChunk {
+                    ordinal: o as u32,
+                    page: None,
+                    start: 0,
+                    end: text.len() as u64,
+                    indexed_text: text.clone(),
+                    text,
+                    vector: perturbed(&bases[i], j as u64),
+                }
+            })
+            .collect();
+        bar.inc(chunks.len() as u64);
+        let doc = quire_index::NewDocument {
+            id: format!("s{g}"),
+            content_hash: format!("synthetic-{g}"),
+            media_type: "text/plain".into(),
+            title: None,
+            bytes: 0,
+            metadata: Default::default(),
+        };
+        engine.index().put_document(COLLECTION, doc, chunks).await?;
+    }
+    bar.finish_and_clear();
+    let write_s = started.elapsed().as_secs_f64();
+    println!("wrote {} chunks in {write_s:.0} s", args.chunks);
+
+    let modes = [
+        RetrievalMode::HybridRrf,
+        RetrievalMode::Dense,
+        RetrievalMode::Bm25,
+    ];
+    let mut report = serde_json::Map::new();
+    let unoptimised = time_queries(&engine, COLLECTION, &queries, args.top_k, &modes).await?;
+    let started = Instant::now();
+    engine.index().optimize(COLLECTION).await?;
+    let optimize_s = started.elapsed().as_secs_f64();
+    println!("optimised in {optimize_s:.0} s");
+    let optimised = time_queries(&engine, COLLECTION, &queries, args.top_k, &modes).await?;
+    for (phase, timings) in [
+        ("before_optimize", unoptimised),
+        ("after_optimize", optimised),
+    ] {
+        let mut m = serde_json::Map::new();
+        for (mode, ms) in timings {
+            let p50 = quire_evals::report::percentile(&ms, 50.0);
+            let p99 = quire_evals::report::percentile(&ms, 99.0);
+            println!(
+                "{phase:<16} {:<16} p50 {p50:>7.2} ms  p99 {p99:>7.2} ms",
+                mode.name()
+            );
+            m.insert(
+                mode.name().into(),
+                serde_json::json!({"p50_ms": p50, "p99_ms": p99}),
+            );
+        }
+        report.insert(phase.into(), m.into());
+    }
+    let summary = serde_json::json!({
+        "bench": "retrieve",
+        "chunks": args.chunks,
+        "corpus_documents": docs.len(),
+        "queries": queries.len(),
+        "top_k": args.top_k,
+        "candidates": config.candidates,
+        "embed_corpus_s": embed_s,
+        "write_s": write_s,
+        "optimize_s": optimize_s,
+        "peak_rss_mib": peak_rss_mib(),
+        "latency": report,
+    });
+    println!("{summary}");
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Latency of one `Retrieve` per query (query embedding included), per mode, in ms, after a
+/// warm-up pass over the first 20 queries.
+async fn time_queries(
+    engine: &Engine,
+    collection: &str,
+    queries: &[(String, String)],
+    top_k: usize,
+    modes: &[RetrievalMode],
+) -> Result<Vec<(RetrievalMode, Vec<f64>)>, BoxError> {
+    let mut out = Vec::new();
+    for &mode in modes {
+        let query = |text: &str| RetrieveQuery {
+            collection: collection.into(),
+            query: text.into(),
+            top_k,
+            mode: Some(mode),
+            ..Default::default()
+        };
+        for (_, text) in queries.iter().take(20) {
+            engine.retrieve(&query(text)).await?;
+        }
+        let mut ms = Vec::with_capacity(queries.len());
+        for (_, text) in queries {
+            let t = Instant::now();
+            engine.retrieve(&query(text)).await?;
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        out.push((mode, ms));
+    }
+    Ok(out)
 }
