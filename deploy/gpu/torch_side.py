@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from synthetic_ids import synthetic_ids
+
 HERE = Path(__file__).resolve().parent
 
 # Workload sizes: (GPU, CPU rehearsal).
@@ -31,15 +33,6 @@ TINY_BERT = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2,
                  num_attention_heads=4)
 TINY_QWEN = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2)
-
-
-def synthetic_ids(count, lo, hi, seed):
-    """quire's `synthetic_ids` (services/quire/src/bench.rs): the same 64-bit LCG."""
-    span, state, out = max(hi - lo, 1), seed, []
-    for _ in range(count):
-        state = (state * 6364136223846793005 + 1442695040888963407) % (1 << 64)
-        out.append(lo + (state >> 33) % span)
-    return out
 
 
 def quire_results(out):
