@@ -67,6 +67,12 @@ pub struct Outcome {
     /// Answered questions with gold answers only: whether some citation's chunk belongs to
     /// the gold paragraph and contains a gold answer.
     pub cited_gold: Option<bool>,
+    /// Answered questions with gold answers only: whether some citation's chunk, of any
+    /// document, contains a gold answer (SQuAD's articles often state a fact in several
+    /// paragraphs).
+    pub cited_answer: Option<bool>,
+    /// Documents of the citations, in order.
+    pub cited_documents: Vec<String>,
     /// Whether the gold paragraph was among the sources given to the model.
     pub gold_in_sources: bool,
     /// Best dense similarity among the question's retrieved candidates.
@@ -116,6 +122,9 @@ pub struct Summary {
     /// Of answerable questions answered, the share whose citations include a chunk
     /// containing a gold answer.
     pub citation_accuracy: f64,
+    /// Of answerable questions answered, the share whose citations include a chunk of any
+    /// document that contains a gold answer.
+    pub citation_contains_answer: f64,
     /// Of answerable questions, the share whose gold paragraph was among the sources.
     pub gold_in_sources: f64,
     /// Of answerable questions, the share quire abstained on.
@@ -184,6 +193,13 @@ pub fn summarize(model: &str, outcomes: &[Outcome]) -> Summary {
                 .count(),
             answered.len(),
         ),
+        citation_contains_answer: share(
+            answered
+                .iter()
+                .filter(|o| o.cited_answer == Some(true))
+                .count(),
+            answered.len(),
+        ),
         gold_in_sources: share(
             answerable.iter().filter(|o| o.gold_in_sources).count(),
             answerable.len(),
@@ -226,14 +242,14 @@ fn cell(v: f64, digits: usize) -> String {
 /// A Markdown table, one row per run.
 pub fn markdown(runs: &[Summary]) -> String {
     let mut out = String::from(
-        "| model | questions | EM | F1 | F1 answered | citation accuracy | gold in sources | \
+        "| model | questions | EM | F1 | F1 answered | citation accuracy | cited chunk has answer | gold in sources | \
          false abstention | abstention precision | abstention recall | TTFT p50 ms | \
          latency p50 / p95 ms | prompt tok/s | generation tok/s |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in runs {
         out.push_str(&format!(
-            "| {} | {} ({} answerable) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |\n",
+            "| {} | {} ({} answerable) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |\n",
             r.model,
             r.questions,
             r.answerable,
@@ -241,6 +257,7 @@ pub fn markdown(runs: &[Summary]) -> String {
             cell(r.f1, 3),
             cell(r.f1_answered, 3),
             cell(r.citation_accuracy, 3),
+            cell(r.citation_contains_answer, 3),
             cell(r.gold_in_sources, 3),
             cell(r.false_abstention, 3),
             cell(r.abstention_precision, 3),

@@ -496,10 +496,12 @@ const CALIBRATION_KEEP: f64 = 0.99;
 /// Scores one answer against the question's gold answers and paragraph.
 fn outcome(q: &Sampled, answer: &Answer, candidates: &[Hit], total_ms: f64) -> answers::Outcome {
     let padded = |s: &str| format!(" {} ", squad::normalize_answer(s));
-    let holds_gold = |hit: &Hit| {
+    let holds_answer = |hit: &Hit| {
         let text = padded(&hit.chunk.text);
-        hit.chunk.document_id == q.document_id && q.golds.iter().any(|g| text.contains(&padded(g)))
+        q.golds.iter().any(|g| text.contains(&padded(g)))
     };
+    let holds_gold = |hit: &Hit| hit.chunk.document_id == q.document_id && holds_answer(hit);
+    let answered = !q.golds.is_empty() && answer.abstained.is_none();
     let abstained = answer.abstained.is_some();
     let mut o = answers::Outcome {
         id: q.id.clone(),
@@ -508,8 +510,13 @@ fn outcome(q: &Sampled, answer: &Answer, candidates: &[Hit], total_ms: f64) -> a
         answer: answer.text.clone(),
         abstained,
         abstain_reason: answer.abstained.clone().unwrap_or_default(),
-        cited_gold: (!q.golds.is_empty() && !abstained)
-            .then(|| answer.citations.iter().any(|c| holds_gold(&c.hit))),
+        cited_gold: answered.then(|| answer.citations.iter().any(|c| holds_gold(&c.hit))),
+        cited_answer: answered.then(|| answer.citations.iter().any(|c| holds_answer(&c.hit))),
+        cited_documents: answer
+            .citations
+            .iter()
+            .map(|c| c.hit.chunk.document_id.clone())
+            .collect(),
         gold_in_sources: answer
             .sources
             .iter()
