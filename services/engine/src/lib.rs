@@ -685,6 +685,8 @@ impl Engine {
         answer.citations = cite(&generation.text, &sources);
         if prompt::is_not_found(&generation.text) {
             answer.abstained = Some("the model found no answer in the sources".into());
+        } else if citations::strip_markers(&generation.text).is_empty() {
+            answer.abstained = Some("the answer held nothing but citation markers".into());
         } else {
             let texts: Vec<&str> = sources.iter().map(|h| h.chunk.text.as_str()).collect();
             answer.sentences = support::check_sentences(&generation.text, &texts, MIN_SUPPORT);
