@@ -46,6 +46,9 @@ pub struct RetrieveBenchArgs {
     /// Chunks per stored document.
     #[arg(long, default_value_t = 10)]
     per_doc: usize,
+    /// Corpus documents the chunks are built from, from the start (default: all).
+    #[arg(long)]
+    docs: Option<usize>,
     /// Queries timed per mode (the first ones of `queries.jsonl` by id).
     #[arg(long, default_value_t = 300)]
     queries: usize,
@@ -491,7 +494,7 @@ fn synthetic_text(title: &str, text: &str, k: usize) -> String {
 }
 
 async fn retrieve(config: &EngineConfig, args: RetrieveBenchArgs) -> Result<ExitCode, BoxError> {
-    let docs = read_corpus(&args.corpus, usize::MAX)?;
+    let docs = read_corpus(&args.corpus, args.docs.unwrap_or(usize::MAX))?;
     if docs.is_empty() {
         return Err("the corpus has no documents".into());
     }
