@@ -195,6 +195,9 @@ pub struct Answer {
     pub sentences: Vec<support::SentenceSupport>,
     /// Why quire declined to answer, if it did.
     pub abstained: Option<String>,
+    /// The best dense similarity among the retrieved candidates, before the relevance gate
+    /// (what `min_relevance` is compared with); `None` when nothing was retrieved.
+    pub best_similarity: Option<f32>,
     /// The numbered sources the model saw; `sources[0]` is `[1]`.
     pub sources: Vec<Hit>,
     /// Name of the LLM; empty when it was not called.
@@ -633,21 +636,18 @@ impl Engine {
             .await?;
         let retrieve_time = started.elapsed();
         let min = self.config.min_relevance;
-        let best = hits
-            .iter()
-            .filter_map(|h| h.dense_score)
-            .fold(f32::NAN, f32::max);
+        let best_similarity = hits.iter().filter_map(|h| h.dense_score).reduce(f32::max);
         let relevant: Vec<Hit> = hits.into_iter().filter(|h| is_relevant(h, min)).collect();
         if relevant.is_empty() {
-            let best = if best.is_nan() {
-                "no source was found".to_string()
-            } else {
-                format!("best similarity {best:.2}")
+            let best = match best_similarity {
+                None => "no source was found".to_string(),
+                Some(best) => format!("best similarity {best:.2}"),
             };
             return Ok(Answer {
                 abstained: Some(format!(
                     "no source scored above the relevance threshold ({best}; threshold {min:.2})"
                 )),
+                best_similarity,
                 retrieve_time,
                 ..Answer::default()
             });
@@ -677,12 +677,12 @@ impl Engine {
             model: self.llm.to_string(),
             prompt_tokens: generation.prompt_tokens,
             completion_tokens: generation.generated_tokens,
+            best_similarity,
             retrieve_time,
             time_to_first_token: generation.time_to_first_token,
             generate_time: generation.total,
             ..Answer::default()
         };
-        answer.citations = cite(&generation.text, &sources);
         if prompt::is_not_found(&generation.text) {
             answer.abstained = Some("the model found no answer in the sources".into());
         } else if citations::strip_markers(&generation.text).is_empty() {
@@ -690,9 +690,10 @@ impl Engine {
         } else {
             let texts: Vec<&str> = sources.iter().map(|h| h.chunk.text.as_str()).collect();
             answer.sentences = support::check_sentences(&generation.text, &texts, MIN_SUPPORT);
-        }
-        if answer.abstained.is_none() && answer.citations.is_empty() {
-            answer.abstained = Some("the answer cited no source that was given".into());
+            answer.citations = cite(&generation.text, &sources, &answer.sentences);
+            if answer.citations.is_empty() {
+                answer.abstained = Some("the answer cited no source that was given".into());
+            }
         }
         answer.text = generation.text;
         answer.sources = sources;
@@ -701,17 +702,12 @@ impl Engine {
 }
 
 /// The checked citations of an answer: the valid `[n]` markers, or, when the model wrote none,
-/// the sources that support its sentences.
-fn cite(text: &str, sources: &[Hit]) -> Vec<Citation> {
+/// the sources [`support::check_sentences`] attributed its sentences to, in order.
+fn cite(text: &str, sources: &[Hit], sentences: &[support::SentenceSupport]) -> Vec<Citation> {
     let markers = citations::parse_markers(text);
     let numbers = citations::valid_sources(&markers, sources.len());
-    let (numbers, origin) = if numbers.is_empty() && !prompt::is_not_found(text) {
-        let texts: Vec<&str> = sources.iter().map(|h| h.chunk.text.as_str()).collect();
-        let found = support::attribute(text, &texts, MIN_SUPPORT);
-        (
-            found.into_iter().map(|i| i + 1).collect(),
-            CitationOrigin::Support,
-        )
+    let (numbers, origin) = if numbers.is_empty() {
+        (support::cited_sources(sentences), CitationOrigin::Support)
     } else {
         (numbers, CitationOrigin::Model)
     };

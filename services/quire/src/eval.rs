@@ -404,16 +404,7 @@ async fn answers(config: &EngineConfig, args: AnswersArgs) -> Result<ExitCode, B
             }
         };
         let total_ms = started.elapsed().as_secs_f64() * 1e3;
-        // The similarity the relevance threshold is compared with, for calibration.
-        let candidates = engine
-            .retrieve(&RetrieveQuery {
-                collection: COLLECTION.into(),
-                query: q.question.clone(),
-                top_k: sources,
-                ..Default::default()
-            })
-            .await?;
-        let o = outcome(q, &answer, &candidates, total_ms);
+        let o = outcome(q, &answer, total_ms);
         serde_json::to_writer(&mut lines, &o)?;
         lines.write_all(b"\n")?;
         lines.flush()?;
@@ -494,7 +485,7 @@ async fn answers(config: &EngineConfig, args: AnswersArgs) -> Result<ExitCode, B
 const CALIBRATION_KEEP: f64 = 0.99;
 
 /// Scores one answer against the question's gold answers and paragraph.
-fn outcome(q: &Sampled, answer: &Answer, candidates: &[Hit], total_ms: f64) -> answers::Outcome {
+fn outcome(q: &Sampled, answer: &Answer, total_ms: f64) -> answers::Outcome {
     let padded = |s: &str| format!(" {} ", squad::normalize_answer(s));
     let holds_answer = |hit: &Hit| {
         let text = padded(&hit.chunk.text);
@@ -521,10 +512,7 @@ fn outcome(q: &Sampled, answer: &Answer, candidates: &[Hit], total_ms: f64) -> a
             .sources
             .iter()
             .any(|h| h.chunk.document_id == q.document_id),
-        best_similarity: candidates
-            .iter()
-            .filter_map(|h| h.dense_score)
-            .reduce(f32::max),
+        best_similarity: answer.best_similarity,
         sentences: answer.sentences.len(),
         supported_sentences: answer.sentences.iter().filter(|s| s.supported).count(),
         prompt_tokens: answer.prompt_tokens,
