@@ -2,9 +2,6 @@
 //! exact match and F1, citation accuracy, abstention precision and recall, speed), the
 //! relevance-threshold calibration, and their Markdown table and SVG chart.
 
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-
 use crate::report::{Series, grouped_bars, percentile};
 use crate::squad::{self, Article};
 
@@ -45,13 +42,7 @@ pub fn sample(articles: &[Article], seed: u64, limit: usize) -> Vec<Sampled> {
             }
         }
     }
-    // ChaCha8 is portable across platforms and versions, so a seed names one sample for good.
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    all.shuffle(&mut rng);
-    if limit > 0 {
-        all.truncate(limit);
-    }
-    all
+    crate::seeded_sample(all, seed, limit)
 }
 
 /// What one question produced through the real `Ask` path.

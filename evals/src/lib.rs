@@ -28,6 +28,20 @@ pub enum Error {
     },
 }
 
+/// `items` shuffled with `seed`, the first `limit` of them (all when `limit` is 0). The same
+/// items, seed and limit always give the same sample.
+pub fn seeded_sample<T>(mut items: Vec<T>, seed: u64, limit: usize) -> Vec<T> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    // ChaCha8 is portable across platforms and versions, so a seed names one sample for good.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    items.shuffle(&mut rng);
+    if limit > 0 {
+        items.truncate(limit);
+    }
+    items
+}
+
 /// Relevance judgements for one query: document id → graded relevance (> 0 is relevant).
 pub type Qrels = HashMap<String, u32>;
 

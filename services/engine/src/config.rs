@@ -50,6 +50,11 @@ pub struct EngineConfig {
     pub rrf_k: f32,
     /// Weight of the dense score in `hybrid-weighted` fusion, in [0, 1]. Default: 0.5.
     pub dense_weight: f32,
+    /// Fused hits the LLM reranks (pointwise: "is this passage relevant to the query?",
+    /// scored by the log-odds of its first reply token being yes rather than no) when a
+    /// `Retrieve` request does not say. Costs one LLM prompt pass per hit; 0 turns it off.
+    /// Default: 0.
+    pub rerank_depth: usize,
     /// Most hits one `Retrieve` may ask for. Default: 100.
     pub max_top_k: usize,
     /// Sources given to the LLM by `Ask` when the request does not say. Default: 5.
@@ -92,6 +97,7 @@ impl Default for EngineConfig {
             retrieval_mode: RetrievalMode::default(),
             rrf_k: 60.0,
             dense_weight: 0.5,
+            rerank_depth: 0,
             max_top_k: 100,
             ask_sources: 5,
             min_relevance: 0.3,

@@ -136,6 +136,8 @@ pub struct RetrieveQuery {
     pub rrf_k: Option<f32>,
     /// Dense weight of weighted fusion; `None` means the configured default.
     pub dense_weight: Option<f32>,
+    /// Fused hits the LLM reranks; `None` means the configured default, 0 none.
+    pub rerank_depth: Option<usize>,
 }
 
 /// A question for [`Engine::ask`].
@@ -515,7 +517,9 @@ impl Engine {
     }
 
     /// Hybrid retrieval: the query is embedded, dense and BM25 candidates are taken under the
-    /// same filter, and the two rankings are fused with RRF. Best hit first.
+    /// same filter, and the two rankings are fused (RRF by default). With a rerank depth, the
+    /// first that many fused hits are then reordered by the LLM's relevance judgement (see
+    /// [`Engine::rerank`]). Best hit first.
     pub async fn retrieve(&self, query: &RetrieveQuery) -> Result<Vec<Hit>> {
         let top_k = match query.top_k {
             0 => self.config.default_top_k,
@@ -527,14 +531,60 @@ impl Engine {
                 "top_k must be at most {max}, got {top_k}"
             )));
         }
+        let depth = query.rerank_depth.unwrap_or(self.config.rerank_depth);
+        if depth > max {
+            return Err(Error::InvalidArgument(format!(
+                "rerank_depth must be at most {max}, got {depth}"
+            )));
+        }
         let fusion = self.fusion(query.mode, query.rrf_k, query.dense_weight)?;
-        self.hybrid(
-            &query.collection,
-            &query.query,
-            top_k,
-            &query.filter,
-            fusion,
-        )
+        let mut hits = self
+            .hybrid(
+                &query.collection,
+                &query.query,
+                top_k.max(depth),
+                &query.filter,
+                fusion,
+            )
+            .await?;
+        if depth > 0 {
+            hits = self.rerank(&query.query, hits, depth).await?;
+        }
+        hits.truncate(top_k);
+        Ok(hits)
+    }
+
+    /// Pointwise LLM rerank: each of the first `depth` hits is shown to the generator with
+    /// the query ([`prompt::rerank_messages`]), and scored by the log-odds of its reply
+    /// starting with "yes" rather than "no" (one prompt pass, nothing generated). Those hits
+    /// are reordered by that score, ties kept in fused order, and carry it in
+    /// [`Hit::rerank_score`]; the hits after them keep their fused order.
+    pub async fn rerank(&self, query: &str, mut hits: Vec<Hit>, depth: usize) -> Result<Vec<Hit>> {
+        let n = depth.min(hits.len());
+        if n == 0 {
+            return Ok(hits);
+        }
+        let generator = self.load_generator().await?;
+        let query = query.to_string();
+        blocking(move || {
+            let choices: Vec<&str> = prompt::RERANK_YES
+                .iter()
+                .chain(prompt::RERANK_NO.iter())
+                .copied()
+                .collect();
+            let yes = prompt::RERANK_YES.len();
+            for hit in &mut hits[..n] {
+                let messages = prompt::rerank_messages(&query, &hit.chunk.text);
+                let logits = generator.first_token_logits(&messages, &choices)?;
+                let (y, no) = logits.split_at(yes);
+                hit.rerank_score = Some(log_sum_exp(y) - log_sum_exp(no));
+            }
+            hits[..n].sort_by(|a, b| {
+                let score = |h: &Hit| h.rerank_score.unwrap_or(f32::NEG_INFINITY);
+                score(b).total_cmp(&score(a))
+            });
+            Ok(hits)
+        })
         .await
     }
 
@@ -723,6 +773,15 @@ fn cite(text: &str, sources: &[Hit], sentences: &[support::SentenceSupport]) -> 
         .collect()
 }
 
+/// `ln(Σ exp(x))`, computed without overflow; `-inf` for no values.
+fn log_sum_exp(xs: &[f32]) -> f32 {
+    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return max;
+    }
+    max + xs.iter().map(|x| (x - max).exp()).sum::<f32>().ln()
+}
+
 /// True when a hit is close enough to the question to be worth giving to the model.
 fn is_relevant(hit: &Hit, min: f32) -> bool {
     match (hit.dense_score, hit.bm25_rank) {
@@ -818,4 +877,19 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("worker task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_sum_exp;
+
+    #[test]
+    fn log_sum_exp_is_stable_and_exact() {
+        assert!((log_sum_exp(&[0.0, 0.0]) - 2f32.ln()).abs() < 1e-6);
+        // Large logits do not overflow.
+        assert!((log_sum_exp(&[1000.0, 1000.0]) - (1000.0 + 2f32.ln())).abs() < 1e-3);
+        // A choice the tokenizer could not encode (-inf) adds nothing.
+        assert_eq!(log_sum_exp(&[3.0, f32::NEG_INFINITY]), 3.0);
+        assert_eq!(log_sum_exp(&[]), f32::NEG_INFINITY);
+    }
 }

@@ -70,6 +70,7 @@ mod tests {
 
     fn hit(doc: &str, start: usize, end: usize, rank: u32) -> Hit {
         Hit {
+            rerank_score: None,
             chunk: StoredChunk {
                 id: uuid::Uuid::from_u128(u128::from(rank)),
                 document_id: doc.into(),

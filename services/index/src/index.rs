@@ -915,6 +915,7 @@ fn fuse(
         .into_iter()
         .filter_map(|(id, a)| {
             chunks.remove(&id).map(|chunk| Hit {
+                rerank_score: None,
                 chunk,
                 dense_score: a.dense.map(|d| d.0),
                 dense_rank: a.dense.map(|d| d.1),

@@ -226,6 +226,9 @@ pub struct Hit {
     pub bm25_score: Option<f32>,
     pub bm25_rank: Option<u32>,
     pub fused_score: f32,
+    /// The LLM's relevance log-odds, when the engine's rerank stage judged this hit; hits it
+    /// judged come first, ordered by it.
+    pub rerank_score: Option<f32>,
 }
 
 /// Restricts retrieval; the same filter applies to both retrievers. A chunk passes when

@@ -370,14 +370,9 @@ impl Generator {
         on_token: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation, Error> {
         let started = Instant::now();
-        let prompt = self.render_prompt(messages)?;
-        let mut prompt_ids = Vec::new();
-        if self.tok.add_bos {
-            prompt_ids.extend(self.tok.bos_id);
-        }
-        prompt_ids.extend(self.encode(&prompt)?);
+        let prompt_ids = self.prompt_ids(messages)?;
         let prompt_tokens = prompt_ids.len();
-        if prompt_tokens == 0 || prompt_tokens >= self.context_length {
+        if prompt_tokens >= self.context_length {
             return Err(Error::ContextOverflow {
                 prompt_tokens,
                 context_length: self.context_length,
@@ -451,6 +446,65 @@ impl Generator {
             time_to_first_token: first_token_at.map_or(total, |t| t.duration_since(started)),
             total,
         })
+    }
+
+    /// The logit the model gives, as the first token of its reply to `messages`, to the first
+    /// token of each of `choices` (a choice that tokenizes to nothing gets `-inf`). One prompt
+    /// pass, no sampling: the cost of reading the prompt, nothing more. Deterministic.
+    ///
+    /// Errors: [`Error::ContextOverflow`] when the prompt does not fit the context.
+    pub fn first_token_logits(
+        &self,
+        messages: &[ChatMessage],
+        choices: &[&str],
+    ) -> Result<Vec<f32>, Error> {
+        let prompt_ids = self.prompt_ids(messages)?;
+        if prompt_ids.len() >= self.context_length {
+            return Err(Error::ContextOverflow {
+                prompt_tokens: prompt_ids.len(),
+                context_length: self.context_length,
+            });
+        }
+        let choice_ids = choices
+            .iter()
+            .map(|c| Ok(self.encode(c)?.first().copied()))
+            .collect::<Result<Vec<Option<u32>>, Error>>()?;
+        let mut weights = self
+            .weights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        weights.clear_kv_cache().map_err(Error::inference)?;
+        let logits = self.prefill(&mut weights, &prompt_ids);
+        if let Err(e) = weights.clear_kv_cache() {
+            tracing::warn!("clearing the KV cache failed: {e}");
+        }
+        drop(weights);
+        let logits = logits?.to_vec1::<f32>().map_err(Error::inference)?;
+        Ok(choice_ids
+            .into_iter()
+            .map(|id| {
+                id.and_then(|i| logits.get(i as usize).copied())
+                    .unwrap_or(f32::NEG_INFINITY)
+            })
+            .collect())
+    }
+
+    /// The token ids of the rendered prompt for `messages`, the BOS token first when the model
+    /// wants one. Errors when the prompt is empty.
+    fn prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, Error> {
+        let prompt = self.render_prompt(messages)?;
+        let mut prompt_ids = Vec::new();
+        if self.tok.add_bos {
+            prompt_ids.extend(self.tok.bos_id);
+        }
+        prompt_ids.extend(self.encode(&prompt)?);
+        if prompt_ids.is_empty() {
+            return Err(Error::ContextOverflow {
+                prompt_tokens: 0,
+                context_length: self.context_length,
+            });
+        }
+        Ok(prompt_ids)
     }
 
     /// Runs the prompt from position 0, in chunks the model can take, and returns the last

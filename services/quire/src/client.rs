@@ -119,6 +119,10 @@ pub struct SearchArgs {
     /// server's.
     #[arg(long)]
     mode: Option<RetrievalMode>,
+    /// Rerank the first N fused hits with the server's LLM (one prompt pass per hit).
+    /// Default: the server's (off unless configured).
+    #[arg(long, value_name = "N")]
+    rerank: Option<u32>,
 }
 
 /// A file to send, with its id (path relative to the root it was found under).
@@ -477,6 +481,7 @@ pub async fn search(configured: &str, args: SearchArgs) -> Result<ExitCode, BoxE
             top_k: args.top_k,
             filter: meta_args::filter(&args.conditions)?,
             mode: args.mode.map_or(pb::RetrievalMode::Unspecified, pb_mode) as i32,
+            rerank_depth: args.rerank,
             ..Default::default()
         })
         .await?
@@ -484,13 +489,16 @@ pub async fn search(configured: &str, args: SearchArgs) -> Result<ExitCode, BoxE
     for (i, h) in r.hits.iter().enumerate() {
         let dense = h.dense_score.map_or("-".into(), |s| format!("{s:.3}"));
         let bm25 = h.bm25_score.map_or("-".into(), |s| format!("{s:.2}"));
+        let rerank = h
+            .rerank_score
+            .map_or(String::new(), |s| format!("  rerank {s:.2}"));
         let page = if h.page > 0 {
             format!(" p.{}", h.page)
         } else {
             String::new()
         };
         println!(
-            "{:>2}. {}{page} #{}  fused {:.4}  dense {dense}  bm25 {bm25}\n    {}",
+            "{:>2}. {}{page} #{}  fused {:.4}  dense {dense}  bm25 {bm25}{rerank}\n    {}",
             i + 1,
             h.document_id,
             h.ordinal,

@@ -91,7 +91,7 @@ pub struct RetrievalArgs {
         default_value = "bm25,dense,hybrid-rrf,hybrid-weighted"
     )]
     modes: Vec<RetrievalMode>,
-    /// Where the report goes (retrieval.md, retrieval.json, retrieval.svg).
+    /// Where the report goes (NAME.md, NAME.json, NAME.svg; see `--name`).
     #[arg(long, default_value = "evals/out")]
     out: PathBuf,
     /// Data directory to ingest into. Default: a fresh temporary one, removed afterwards.
@@ -117,6 +117,23 @@ pub struct RetrievalArgs {
     /// Documents ingested concurrently.
     #[arg(long, default_value_t = 8)]
     in_flight: usize,
+    /// Also rerank the first N fused hits (of the configured fusion) with the LLM, on a
+    /// seeded sample of the queries, and report that sample with and without the rerank.
+    /// 0: no rerank rows.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    rerank_depth: usize,
+    /// Queries in the rerank sample (each costs N LLM prompt passes); 0 means all.
+    #[arg(long, default_value_t = 50)]
+    rerank_queries: usize,
+    /// Seed of the rerank sample.
+    #[arg(long, default_value_t = 17)]
+    seed: u64,
+    /// LLM for the rerank: `qwen2.5-1.5b` or `smollm2-135m`. Default: the configured one.
+    #[arg(long, env = "QUIRE_LLM")]
+    llm: Option<String>,
+    /// Report file names: NAME.md, NAME.json, NAME.svg.
+    #[arg(long, default_value = "retrieval")]
+    name: String,
 }
 
 pub async fn run(config: &EngineConfig, command: EvalCommand) -> Result<ExitCode, BoxError> {
@@ -204,7 +221,65 @@ impl EvalStore {
 /// Hits asked for when timing retrieval (quality is scored at `--depth`).
 const LATENCY_TOP_K: usize = 10;
 
+/// One ranking run: for every query, the documents in the order of their best chunk among
+/// the top `args.depth` hits, and the latency of each query in milliseconds.
+///
+/// Without a rerank, latency is a second call per query asking for the top 10, as a typical
+/// client would; with one, it is the scored call itself (its LLM passes dominate).
+async fn rank_queries(
+    engine: &Engine,
+    queries: &[(&String, &String)],
+    mode: RetrievalMode,
+    rerank_depth: usize,
+    args: &RetrievalArgs,
+) -> Result<(HashMap<String, Vec<String>>, Vec<f64>), BoxError> {
+    let mut rankings: HashMap<String, Vec<String>> = HashMap::new();
+    let mut latencies = Vec::with_capacity(queries.len());
+    let bar = indicatif::ProgressBar::new(queries.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}, eta {eta}")?,
+    );
+    bar.set_message(mode.name());
+    for (id, text) in queries {
+        bar.inc(1);
+        let query = RetrieveQuery {
+            collection: COLLECTION.into(),
+            query: (*text).clone(),
+            top_k: args.depth,
+            mode: Some(mode),
+            rrf_k: args.rrf_k,
+            dense_weight: args.dense_weight,
+            rerank_depth: Some(rerank_depth),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let hits = engine.retrieve(&query).await?;
+        let mut latency = t.elapsed();
+        if rerank_depth == 0 {
+            let top10 = RetrieveQuery {
+                top_k: LATENCY_TOP_K,
+                ..query
+            };
+            let t = Instant::now();
+            engine.retrieve(&top10).await?;
+            latency = t.elapsed();
+        }
+        latencies.push(latency.as_secs_f64() * 1e3);
+        let ranked = report::doc_ranking(hits.iter().map(|h| h.chunk.document_id.as_str()));
+        rankings.insert(
+            (*id).clone(),
+            ranked.into_iter().map(String::from).collect(),
+        );
+    }
+    bar.finish_and_clear();
+    Ok((rankings, latencies))
+}
+
 async fn retrieval(config: &EngineConfig, args: RetrievalArgs) -> Result<ExitCode, BoxError> {
+    let mut config = config.clone();
+    if let Some(llm) = &args.llm {
+        config.llm = llm.clone();
+    }
+    let config = &config;
     let corpus = beir::read_corpus(&args.beir, args.limit_docs.unwrap_or(usize::MAX))?;
     let queries = beir::read_queries(&args.beir)?;
     let qrels = beir::read_qrels(&args.beir, &args.split)?;
@@ -235,40 +310,46 @@ async fn retrieval(config: &EngineConfig, args: RetrievalArgs) -> Result<ExitCod
     let engine = &store.engine;
 
     let mut results: Vec<ModeResult> = Vec::new();
-    for &mode in &args.modes {
-        let mut rankings: HashMap<String, Vec<String>> = HashMap::new();
-        let mut latencies = Vec::with_capacity(judged.len());
-        for (id, text) in &judged {
-            let query = RetrieveQuery {
-                collection: COLLECTION.into(),
-                query: (*text).clone(),
-                top_k: args.depth,
-                mode: Some(mode),
-                rrf_k: args.rrf_k,
-                dense_weight: args.dense_weight,
-                ..Default::default()
-            };
-            let hits = engine.retrieve(&query).await?;
-            // Latency as a client sees it for a typical request: the same query, top 10.
-            let top10 = RetrieveQuery {
-                top_k: LATENCY_TOP_K,
-                ..query
-            };
-            let t = Instant::now();
-            engine.retrieve(&top10).await?;
-            latencies.push(t.elapsed().as_secs_f64() * 1e3);
-            let ranked = report::doc_ranking(hits.iter().map(|h| h.chunk.document_id.as_str()));
-            rankings.insert(
-                (*id).clone(),
-                ranked.into_iter().map(String::from).collect(),
-            );
-        }
-        let r = report::score_mode(mode.name(), &rankings, &qrels, &latencies);
+    let mut report_row = |r: ModeResult| {
         println!(
-            "{}: nDCG@10 {:.4}, p50 {:.1} ms",
-            r.mode, r.ndcg_at_10, r.latency_p50_ms
+            "{}: nDCG@10 {:.4}, p50 {:.1} ms ({} queries)",
+            r.mode, r.ndcg_at_10, r.latency_p50_ms, r.queries
         );
         results.push(r);
+    };
+    for &mode in &args.modes {
+        let (rankings, latencies) = rank_queries(engine, &judged, mode, 0, &args).await?;
+        report_row(report::score_mode(
+            mode.name(),
+            &rankings,
+            &qrels,
+            &latencies,
+        ));
+    }
+    let rerank_mode = config.retrieval_mode;
+    let mut rerank_sample = 0;
+    if args.rerank_depth > 0 {
+        engine.load_generator().await?;
+        let sample = quire_evals::seeded_sample(judged.clone(), args.seed, args.rerank_queries);
+        rerank_sample = sample.len();
+        let sample_qrels: HashMap<String, quire_evals::Qrels> = sample
+            .iter()
+            .filter_map(|(id, _)| qrels.get(*id).map(|q| ((*id).clone(), q.clone())))
+            .collect();
+        for depth in [0, args.rerank_depth] {
+            let (rankings, latencies) =
+                rank_queries(engine, &sample, rerank_mode, depth, &args).await?;
+            let name = match depth {
+                0 => format!("{} (rerank sample)", rerank_mode.name()),
+                d => format!("{} + LLM rerank@{d}", rerank_mode.name()),
+            };
+            report_row(report::score_mode(
+                &name,
+                &rankings,
+                &sample_qrels,
+                &latencies,
+            ));
+        }
     }
     store.close();
 
@@ -286,6 +367,12 @@ async fn retrieval(config: &EngineConfig, args: RetrievalArgs) -> Result<ExitCod
         "chunk_tokens": config.chunk_tokens,
         "chunk_overlap_tokens": config.chunk_overlap_tokens,
         "candidates": config.candidates.max(args.depth),
+        "rerank_depth": args.rerank_depth,
+        "rerank_queries": rerank_sample,
+        "rerank_seed": args.seed,
+        "rerank_llm": config.llm,
+        "rerank_prompt_version": prompt::RERANK_VERSION,
+        "rerank_fusion": rerank_mode.name(),
     });
     std::fs::create_dir_all(&args.out)?;
     let table = report::markdown(&results);
@@ -294,16 +381,16 @@ async fn retrieval(config: &EngineConfig, args: RetrievalArgs) -> Result<ExitCod
         args.split,
         judged.len()
     );
-    std::fs::write(args.out.join("retrieval.md"), &md)?;
+    std::fs::write(args.out.join(format!("{}.md", args.name)), &md)?;
     std::fs::write(
-        args.out.join("retrieval.json"),
+        args.out.join(format!("{}.json", args.name)),
         serde_json::to_string_pretty(&serde_json::json!({
             "settings": settings,
             "results": results,
         }))?,
     )?;
     std::fs::write(
-        args.out.join("retrieval.svg"),
+        args.out.join(format!("{}.svg", args.name)),
         report::svg(
             &format!("quire retrieval on {dataset} ({})", args.split),
             &results,

@@ -205,6 +205,7 @@ pub fn hit(h: Hit) -> pb::Hit {
         bm25_score: h.bm25_score,
         bm25_rank: h.bm25_rank,
         fused_score: h.fused_score,
+        rerank_score: h.rerank_score,
         metadata: metadata_to_pb(h.chunk.metadata),
     }
 }

@@ -283,6 +283,7 @@ impl QueryService for QueryApi {
             mode: convert::retrieval_mode(req.mode).map_err(|e| status(&e))?,
             rrf_k: req.fusion.map(|f| f.rrf_k),
             dense_weight: req.fusion.and_then(|f| f.dense_weight),
+            rerank_depth: req.rerank_depth.map(|d| d as usize),
         };
         let hits = self.engine.retrieve(&query).await.map_err(|e| status(&e))?;
         Ok(Response::new(pb::RetrieveResponse {

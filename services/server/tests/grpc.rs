@@ -114,6 +114,65 @@ async fn retrieval_modes_choose_the_retrievers_and_validate_fusion() {
     server.stop().await;
 }
 
+/// `rerank_depth` has the LLM judge the first fused hits: those carry its score and come
+/// first, ordered by it, and the rest keep their fused order. Whether the judgement is good
+/// is measured by `quire eval retrieval --rerank-depth` with Qwen; the 135M test model is too
+/// small to judge relevance (here it puts the chess passage last).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_rerank_reorders_the_first_hits_by_its_judgement() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    ingest_corpus(&mut server.ingest_client().await).await;
+    let mut query = server.query_client().await;
+    let request = |rerank_depth: Option<u32>| pb::RetrieveRequest {
+        collection: "test".into(),
+        query: "Who won the chess tournament in 2019?".into(),
+        top_k: 4,
+        rerank_depth,
+        ..Default::default()
+    };
+    let fused = query
+        .retrieve(request(None))
+        .await
+        .unwrap()
+        .into_inner()
+        .hits;
+    assert!(fused.iter().all(|h| h.rerank_score.is_none()), "{fused:#?}");
+    let hits = query
+        .retrieve(request(Some(3)))
+        .await
+        .unwrap()
+        .into_inner()
+        .hits;
+    assert_eq!(hits.len(), fused.len().min(4));
+    let judged: Vec<f32> = hits.iter().filter_map(|h| h.rerank_score).collect();
+    assert_eq!(judged.len(), fused.len().min(3), "{hits:#?}");
+    assert!(
+        hits[..judged.len()]
+            .iter()
+            .all(|h| h.rerank_score.is_some()),
+        "judged hits come first: {hits:#?}"
+    );
+    assert!(judged.windows(2).all(|w| w[0] >= w[1]), "{judged:?}");
+    assert!(judged.iter().all(|s| s.is_finite()), "{judged:?}");
+    // The same hits come back, only reordered.
+    let ids = |hs: &[pb::Hit]| {
+        let mut ids: Vec<String> = hs[..judged.len()]
+            .iter()
+            .map(|h| h.chunk_id.clone())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&hits), ids(&fused));
+    assert_eq!(hits[judged.len()..], fused[judged.len()..]);
+
+    let err = query.retrieve(request(Some(101))).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("rerank_depth"), "{err}");
+    server.stop().await;
+}
+
 /// OptimizeCollection (which `quire ingest` calls after a run) keeps every document
 /// findable, and an unknown collection is NOT_FOUND.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
