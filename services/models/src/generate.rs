@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::{quantized_llama, quantized_qwen2};
+use candle_transformers::models::quantized_llama;
 use serde::{Deserialize, Serialize};
 
 use crate::files::open_llm;
 use crate::gguf_tokenizer::{self, GgufTokenizer, as_i64};
 use crate::hf::HfWeights;
+use crate::qwen2::Qwen2;
 use crate::template::ChatTemplate;
 use crate::{Error, LlmChoice};
 
@@ -92,7 +93,8 @@ pub struct Generation {
 
 enum Weights {
     Llama(quantized_llama::ModelWeights),
-    Qwen2(quantized_qwen2::ModelWeights),
+    /// quire's own Qwen2 pass over the GGUF's quantized weights ([`crate::qwen2`]).
+    Qwen2(Box<Qwen2>),
     /// A safetensors model in full precision.
     Hf(HfWeights),
 }
@@ -297,11 +299,8 @@ impl Generator {
                 (Weights::Llama(w), ctx)
             }
             "qwen2" => {
-                let ctx = ctx_of("qwen2.context_length")
-                    .ok_or_else(|| Error::Load("GGUF lacks qwen2.context_length".into()))?;
-                let w = quantized_qwen2::ModelWeights::from_gguf(content, reader, &device)
-                    .map_err(Error::load)?;
-                (Weights::Qwen2(w), ctx)
+                let (w, ctx) = Qwen2::from_gguf(&content, reader, &device).map_err(Error::load)?;
+                (Weights::Qwen2(Box::new(w)), ctx)
             }
             other => {
                 return Err(Error::Load(format!(
