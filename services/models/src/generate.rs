@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::files::open_llm;
 use crate::gguf_tokenizer::{self, GgufTokenizer, as_i64};
 use crate::hf::HfWeights;
-use crate::qwen2::Qwen2;
+use crate::qwen2::{KvSnapshot, Qwen2};
 use crate::template::ChatTemplate;
 use crate::{Error, LlmChoice};
 
@@ -117,6 +117,27 @@ impl Weights {
         Ok(())
     }
 
+    /// quire's own Qwen2 pass, whose KV cache can be saved and restored.
+    fn qwen2(&mut self) -> Option<&mut Qwen2> {
+        match self {
+            Weights::Qwen2(m) => Some(m),
+            Weights::Hf(HfWeights::Qwen2(m)) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The KV cache as it is, for models that can restore one.
+    fn snapshot(&mut self) -> Option<KvSnapshot> {
+        self.qwen2().map(|m| m.kv_snapshot())
+    }
+
+    fn restore(&mut self, kv: &KvSnapshot) -> candle_core::Result<()> {
+        match self.qwen2() {
+            Some(m) => m.restore_kv(kv),
+            None => candle_core::bail!("this model cannot restore a KV cache"),
+        }
+    }
+
     /// Most prompt tokens per forward pass.
     fn prefill_chunk(&self) -> usize {
         match self {
@@ -151,6 +172,24 @@ pub struct Generator {
     template: ChatTemplate,
     context_length: usize,
     device: Device,
+    /// KV caches of recent system-message prefixes (most recent last), so prompts that share
+    /// one skip it. Locked only while `weights` is.
+    prefixes: Mutex<Vec<CachedPrefix>>,
+}
+
+/// System-message prefixes kept (answer styles and the rerank prompt each have one).
+const PREFIX_CACHE_ENTRIES: usize = 4;
+
+/// A prompt's token ids and how many lead with the (cacheable) system message.
+struct Prompt {
+    ids: Vec<u32>,
+    shared: usize,
+}
+
+/// The KV cache after the prefix `ids`.
+struct CachedPrefix {
+    ids: Vec<u32>,
+    kv: KvSnapshot,
 }
 
 impl Generator {
@@ -204,6 +243,7 @@ impl Generator {
             template,
             context_length: m.context_length,
             device,
+            prefixes: Mutex::new(Vec::new()),
         })
     }
 
@@ -226,7 +266,7 @@ impl Generator {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         weights.clear_kv_cache().map_err(Error::inference)?;
         let started = Instant::now();
-        let mut logits = self.prefill(&mut weights, prompt_ids)?;
+        let mut logits = self.run_chunks(&mut weights, prompt_ids, 0)?;
         let mut next = argmax(&logits)?;
         let prefill = started.elapsed();
         let mut first_top: Vec<(u32, f32)> = logits
@@ -315,7 +355,17 @@ impl Generator {
             template,
             context_length,
             device,
+            prefixes: Mutex::new(Vec::new()),
         })
+    }
+
+    /// System-message prefixes whose KV cache is kept for the next prompts that start with
+    /// them (0 for models without a restorable cache).
+    pub fn cached_prefixes(&self) -> usize {
+        self.prefixes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// The model's name, as in [`LlmChoice`]'s `Display`.
@@ -369,8 +419,8 @@ impl Generator {
         on_token: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation, Error> {
         let started = Instant::now();
-        let prompt_ids = self.prompt_ids(messages)?;
-        let prompt_tokens = prompt_ids.len();
+        let prompt = self.prompt(messages)?;
+        let prompt_tokens = prompt.ids.len();
         if prompt_tokens >= self.context_length {
             return Err(Error::ContextOverflow {
                 prompt_tokens,
@@ -401,7 +451,7 @@ impl Generator {
             if limit == 0 {
                 return Ok(());
             }
-            let mut logits = self.prefill(&mut weights, &prompt_ids)?;
+            let mut logits = self.prefill(&mut weights, &prompt)?;
             loop {
                 let next = sampler.sample(&logits).map_err(Error::inference)?;
                 first_token_at.get_or_insert_with(Instant::now);
@@ -457,10 +507,10 @@ impl Generator {
         messages: &[ChatMessage],
         choices: &[&str],
     ) -> Result<Vec<f32>, Error> {
-        let prompt_ids = self.prompt_ids(messages)?;
-        if prompt_ids.len() >= self.context_length {
+        let prompt = self.prompt(messages)?;
+        if prompt.ids.len() >= self.context_length {
             return Err(Error::ContextOverflow {
-                prompt_tokens: prompt_ids.len(),
+                prompt_tokens: prompt.ids.len(),
                 context_length: self.context_length,
             });
         }
@@ -473,7 +523,7 @@ impl Generator {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         weights.clear_kv_cache().map_err(Error::inference)?;
-        let logits = self.prefill(&mut weights, &prompt_ids);
+        let logits = self.prefill(&mut weights, &prompt);
         if let Err(e) = weights.clear_kv_cache() {
             tracing::warn!("clearing the KV cache failed: {e}");
         }
@@ -489,30 +539,83 @@ impl Generator {
     }
 
     /// The token ids of the rendered prompt for `messages`, the BOS token first when the model
-    /// wants one. Errors when the prompt is empty.
-    fn prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, Error> {
-        let prompt = self.render_prompt(messages)?;
-        let mut prompt_ids = Vec::new();
+    /// wants one, and how many of them are the leading system message's (0 when there is
+    /// none, or when its tokens are not a prefix of the whole prompt's). Errors when the prompt
+    /// is empty.
+    fn prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, Error> {
+        let mut ids = Vec::new();
         if self.tok.add_bos {
-            prompt_ids.extend(self.tok.bos_id);
+            ids.extend(self.tok.bos_id);
         }
-        prompt_ids.extend(self.encode(&prompt)?);
-        if prompt_ids.is_empty() {
+        let bos = ids.len();
+        ids.extend(self.encode(&self.render_prompt(messages)?)?);
+        if ids.is_empty() {
             return Err(Error::ContextOverflow {
                 prompt_tokens: 0,
                 context_length: self.context_length,
             });
         }
-        Ok(prompt_ids)
+        let mut shared = 0;
+        if let [system, _, ..] = messages
+            && system.role == "system"
+        {
+            let text = self
+                .template
+                .render_with(std::slice::from_ref(system), false)?;
+            let system_ids = self.encode(&text)?;
+            if ids[bos..].starts_with(&system_ids) {
+                shared = bos + system_ids.len();
+            }
+        }
+        Ok(Prompt { ids, shared })
     }
 
-    /// Runs the prompt from position 0, in chunks the model can take, and returns the last
-    /// position's logits.
-    fn prefill(&self, weights: &mut Weights, prompt_ids: &[u32]) -> Result<Tensor, Error> {
+    /// Runs the prompt from position 0 and returns the last position's logits.
+    ///
+    /// The first `prompt.shared` tokens (the system message) always run as their own pass,
+    /// and the rest from there in chunks the model can take. That schedule does not depend on
+    /// what is cached, so a prefix restored from [`Generator::prefixes`] gives exactly the
+    /// logits a fresh pass would; models without a KV snapshot run everything fresh.
+    fn prefill(&self, weights: &mut Weights, prompt: &Prompt) -> Result<Tensor, Error> {
+        let ids = &prompt.ids;
+        let shared = prompt.shared.min(ids.len().saturating_sub(1));
+        let mut start = 0;
+        if shared > 0 && weights.snapshot().is_some() {
+            let prefix = &ids[..shared];
+            let mut cache = self
+                .prefixes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match cache.iter().position(|p| p.ids == prefix) {
+                Some(i) => {
+                    let hit = cache.remove(i);
+                    weights.restore(&hit.kv).map_err(Error::inference)?;
+                    cache.push(hit);
+                }
+                None => {
+                    self.run_chunks(weights, prefix, 0)?;
+                    if let Some(kv) = weights.snapshot() {
+                        if cache.len() >= PREFIX_CACHE_ENTRIES {
+                            cache.remove(0);
+                        }
+                        cache.push(CachedPrefix {
+                            ids: prefix.to_vec(),
+                            kv,
+                        });
+                    }
+                }
+            }
+            start = shared;
+        }
+        self.run_chunks(weights, &ids[start..], start)
+    }
+
+    /// Runs `ids` at positions `pos..` in chunks the model can take; the last one's logits.
+    fn run_chunks(&self, weights: &mut Weights, ids: &[u32], pos: usize) -> Result<Tensor, Error> {
         let size = weights.prefill_chunk();
         let mut logits = None;
-        for (i, chunk) in prompt_ids.chunks(size).enumerate() {
-            logits = Some(self.forward(weights, chunk, i * size)?);
+        for (i, chunk) in ids.chunks(size).enumerate() {
+            logits = Some(self.forward(weights, chunk, pos + i * size)?);
         }
         logits.ok_or_else(|| Error::Inference("empty prompt".into()))
     }
@@ -635,6 +738,81 @@ mod tests {
         assert!(matches!(sampling(&p), Sampling::All { .. }));
         p.top_p = Some(0.9);
         assert!(matches!(sampling(&p), Sampling::TopP { .. }));
+    }
+
+    /// A tiny random-weight Qwen2 in a Hugging Face directory, with SmolLM2's tokenizer and
+    /// chat template (ChatML, as Qwen's). `None` when SmolLM2 is not installed.
+    fn tiny_qwen2(dir: &Path) -> Option<Generator> {
+        let models = crate::default_model_dir();
+        if let Err(e) = crate::export_tokenizer(&models, LlmChoice::SmolLm2_135M, dir) {
+            eprintln!("\n!!!!!!!! SKIPPED: SmolLM2 not installed ({e}) !!!!!!!!\n");
+            return None;
+        }
+        let vocab = 49_152;
+        let config = serde_json::json!({
+            "model_type": "qwen2", "vocab_size": vocab, "hidden_size": 64,
+            "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "max_position_embeddings": 4096, "sliding_window": 4096,
+            "max_window_layers": 2, "tie_word_embeddings": true, "rope_theta": 10000.0,
+            "rms_norm_eps": 1e-6, "use_sliding_window": false, "hidden_act": "silu",
+            "bos_token_id": 1, "eos_token_id": 2
+        });
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let cfg: candle_transformers::models::qwen2::Config =
+            serde_json::from_value(config).unwrap();
+        let vars = candle_nn::VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+        Qwen2::load(&cfg, vb).unwrap();
+        vars.save(dir.join("model.safetensors")).unwrap();
+        Some(Generator::load_dir(dir).unwrap())
+    }
+
+    fn chat(user: &str) -> Vec<ChatMessage> {
+        vec![
+            ChatMessage::new("system", "You answer from the sources. ".repeat(20)),
+            ChatMessage::new("user", user),
+        ]
+    }
+
+    /// A restored system-message prefix gives exactly the logits and tokens a fresh pass does.
+    #[test]
+    fn reused_system_prefix_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(warm) = tiny_qwen2(dir.path()) else {
+            return;
+        };
+        let choices = ["yes", "no", "The"];
+        let params = GenerationParams {
+            max_tokens: 12,
+            ..Default::default()
+        };
+        let first = warm
+            .first_token_logits(&chat("Is it raining?"), &choices)
+            .unwrap();
+        assert_eq!(warm.cached_prefixes(), 1);
+        // Another question after the same system message reuses its cache.
+        let second = warm
+            .first_token_logits(&chat("Who wrote it?"), &choices)
+            .unwrap();
+        let reply = warm
+            .generate(&chat("Who wrote it?"), &params, &mut |_| true)
+            .unwrap();
+        assert_eq!(warm.cached_prefixes(), 1);
+
+        let cold = Generator::load_dir(dir.path()).unwrap();
+        assert_eq!(cold.cached_prefixes(), 0);
+        assert_eq!(
+            cold.first_token_logits(&chat("Who wrote it?"), &choices)
+                .unwrap(),
+            second
+        );
+        let cold = Generator::load_dir(dir.path()).unwrap();
+        let fresh = cold
+            .generate(&chat("Who wrote it?"), &params, &mut |_| true)
+            .unwrap();
+        assert_eq!(fresh.text, reply.text);
+        assert_eq!(fresh.generated_tokens, reply.generated_tokens);
+        assert_ne!(first, second, "different questions gave the same logits");
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //! - In decode (one token), the Q, K and V projections, and the MLP's gate and up, each read
 //!   one input: with quantized weights of one type they run as one fused matrix-vector pass
 //!   (`QTensor::gemv_fused_shared_lhs`), quantizing the input once.
+//! - Grouped-query attention reads each KV head once for all the query heads it serves,
+//!   instead of copying K and V per query head (candle's `repeat_kv`): for Qwen2.5-1.5B that
+//!   copy moved six times the KV cache for every token.
 
 use std::io::{Read, Seek};
 use std::sync::Arc;
@@ -260,33 +263,58 @@ impl Attention {
             None => (k, v),
         };
         self.cache = Some((k.clone(), v.clone()));
-        let groups = self.heads / self.kv_heads;
-        let (k, v) = (repeat_kv(&k, groups)?, repeat_kv(&v, groups)?);
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
-        let scores = match mask {
-            Some(m) => scores.broadcast_add(m)?,
-            None => scores,
-        };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
-        probs
-            .matmul(&v)?
+        attend(&q, &k, &v, mask, self.kv_heads)?
             .transpose(1, 2)?
             .reshape((b, seq, self.heads * self.head_dim))
             .and_then(|y| self.o.forward(&y))
     }
 }
 
-/// (b, kv_heads, seq, d) → (b, kv_heads · groups, seq, d), each KV head serving `groups`
-/// consecutive query heads.
-fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
-    if groups == 1 {
-        return Ok(x.clone());
-    }
-    let (b, kv, seq, d) = x.dims4()?;
-    x.unsqueeze(2)?
-        .expand((b, kv, groups, seq, d))?
-        .reshape((b, kv * groups, seq, d))
+/// Softmax attention of `q` (b, heads, seq, d) over `k`, `v` (b, kv_heads, total, d), with
+/// an additive `mask` (1, 1, seq, total); returns (b, heads, seq, d). Query head `h` uses KV
+/// head `h / (heads / kv_heads)`, as `repeat_interleave` does in transformers. The query heads
+/// that share a KV head are consecutive, so they become extra rows of one product against it:
+/// K and V are never copied per query head. Scores and probabilities are in f32.
+fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    kv_heads: usize,
+) -> Result<Tensor> {
+    let (b, heads, seq, d) = q.dims4()?;
+    let groups = heads / kv_heads;
+    let total = k.dim(2)?;
+    let q = q.reshape((b, kv_heads, groups * seq, d))?;
+    let scale = 1.0 / (d as f64).sqrt();
+    let scores = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
+    let scores = match mask {
+        Some(m) => scores
+            .reshape((b, kv_heads, groups, seq, total))?
+            .broadcast_add(&m.unsqueeze(0)?)?
+            .reshape((b, kv_heads, groups * seq, total))?,
+        None => scores,
+    };
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+    probs.matmul(v)?.reshape((b, heads, seq, d))
+}
+
+/// The additive mask (1, 1, seq, offset + seq) for `seq` new tokens after `offset` cached
+/// ones: token i (at offset + i) sees the cached positions and itself, not later tokens.
+fn causal_mask(seq: usize, offset: usize, device: &Device) -> Result<Tensor> {
+    let total = offset + seq;
+    let rows: Vec<f32> = (0..seq)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > offset + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(rows, (1, 1, seq, total), device)
 }
 
 struct Layer {
@@ -297,6 +325,9 @@ struct Layer {
     ln1: RmsNorm,
     ln2: RmsNorm,
 }
+
+/// A copy of a [`Qwen2`]'s KV cache, per layer.
+pub(crate) struct KvSnapshot(Vec<Option<(Tensor, Tensor)>>);
 
 /// A Qwen2 model with its KV cache.
 pub(crate) struct Qwen2 {
@@ -436,20 +467,7 @@ impl Qwen2 {
     pub(crate) fn forward(&mut self, ids: &Tensor, offset: usize) -> Result<Tensor> {
         let (_, seq) = ids.dims2()?;
         let mask = if seq > 1 {
-            // Token i (at offset + i) sees cached positions and itself, not later tokens.
-            let total = offset + seq;
-            let rows: Vec<f32> = (0..seq)
-                .flat_map(|i| {
-                    (0..total).map(move |j| {
-                        if j > offset + i {
-                            f32::NEG_INFINITY
-                        } else {
-                            0.0
-                        }
-                    })
-                })
-                .collect();
-            Some(Tensor::from_vec(rows, (1, 1, seq, total), ids.device())?)
+            Some(causal_mask(seq, offset, ids.device())?)
         } else {
             None
         };
@@ -469,6 +487,23 @@ impl Qwen2 {
         self.lm_head.forward(&last)
     }
 
+    /// The KV cache as it is now: cheap (tensors are shared, and later tokens are appended to
+    /// new tensors, so the snapshot does not change).
+    pub(crate) fn kv_snapshot(&self) -> KvSnapshot {
+        KvSnapshot(self.layers.iter().map(|l| l.attn.cache.clone()).collect())
+    }
+
+    /// Replaces the KV cache with `snapshot`; the next token goes at the position after it.
+    pub(crate) fn restore_kv(&mut self, snapshot: &KvSnapshot) -> Result<()> {
+        if snapshot.0.len() != self.layers.len() {
+            candle_core::bail!("KV snapshot of another model");
+        }
+        for (layer, kv) in self.layers.iter_mut().zip(&snapshot.0) {
+            layer.attn.cache = kv.clone();
+        }
+        Ok(())
+    }
+
     /// Forgets every cached token.
     pub(crate) fn clear_kv_cache(&mut self) {
         for layer in &mut self.layers {
@@ -480,6 +515,34 @@ impl Qwen2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Grouped attention equals attention over K and V repeated for every query head.
+    #[test]
+    fn grouped_attention_matches_repeated_kv() {
+        let dev = Device::Cpu;
+        let (heads, kv, seq, total, d) = (6, 2, 3, 5, 4);
+        let q = Tensor::randn(0f32, 1.0, (1, heads, seq, d), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (1, kv, total, d), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (1, kv, total, d), &dev).unwrap();
+        let mask = causal_mask(seq, total - seq, &dev).unwrap();
+        let got = attend(&q, &k, &v, Some(&mask), kv).unwrap();
+        // Reference: head h reads KV head h / (heads / kv).
+        let per = heads / kv;
+        let mut want = Vec::new();
+        for h in 0..heads {
+            let qh = q.narrow(1, h, 1).unwrap();
+            let kh = k.narrow(1, h / per, 1).unwrap();
+            let vh = v.narrow(1, h / per, 1).unwrap();
+            let s = (qh.matmul(&kh.t().unwrap()).unwrap() / (d as f64).sqrt()).unwrap();
+            let s = s.broadcast_add(&mask).unwrap();
+            let p = candle_nn::ops::softmax_last_dim(&s).unwrap();
+            want.push(p.matmul(&vh).unwrap());
+        }
+        let want = Tensor::cat(&want, 1).unwrap();
+        let diff = (got - want).unwrap().abs().unwrap().flatten_all().unwrap();
+        let diff = diff.max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "{diff}");
+    }
 
     #[test]
     fn rotary_positions_are_exact_in_bf16_tables() {
@@ -529,8 +592,12 @@ mod against_candle {
         d.abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
     }
 
-    /// quire's pass over the GGUF gives candle's quantized Qwen2 logits exactly, for a prompt
-    /// and for a token decoded after it, while its token table stays quantized.
+    /// quire's pass over the GGUF gives candle's quantized Qwen2 logits, for a prompt and for
+    /// a token decoded after it, while its token table stays quantized. They were equal bit
+    /// for bit until attention stopped copying K and V per query head: that reorders f32 sums,
+    /// and quantizing the activations of the next layer turns the last-bit differences into
+    /// logit differences of about 0.5 (computing one prompt in one pass or token by token
+    /// differs by as much in candle itself). So: same greedy token, logits within 1.
     #[test]
     #[ignore]
     fn same_logits_as_candles_quantized_qwen2() {
@@ -546,11 +613,20 @@ mod against_candle {
         let mut theirs = quantized_qwen2::ModelWeights::from_gguf(content, &mut r, &dev).unwrap();
         let prompt = Tensor::new(&[[9u32, 400, 1000, 2000, 3000, 4000, 151_000]], &dev).unwrap();
         let next = Tensor::new(&[[5000u32]], &dev).unwrap();
+        let argmax = |t: &Tensor| {
+            t.flatten_all()
+                .unwrap()
+                .argmax(0)
+                .unwrap()
+                .to_scalar::<u32>()
+        };
         let a = ours.forward(&prompt, 0).unwrap();
         let b = theirs.forward(&prompt, 0).unwrap();
-        assert_eq!(max_diff(&a, &b), 0.0);
+        assert_eq!(argmax(&a).unwrap(), argmax(&b).unwrap());
+        assert!(max_diff(&a, &b) < 1.0, "{}", max_diff(&a, &b));
         let a = ours.forward(&next, 7).unwrap();
         let b = theirs.forward(&next, 7).unwrap();
-        assert_eq!(max_diff(&a, &b), 0.0);
+        assert_eq!(argmax(&a).unwrap(), argmax(&b).unwrap());
+        assert!(max_diff(&a, &b) < 1.0, "{}", max_diff(&a, &b));
     }
 }

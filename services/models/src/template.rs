@@ -51,6 +51,15 @@ impl ChatTemplate {
 
     /// Renders `messages` with `add_generation_prompt = true`.
     pub fn render(&self, messages: &[crate::ChatMessage]) -> Result<String, Error> {
+        self.render_with(messages, true)
+    }
+
+    /// Renders `messages`, with or without the assistant's turn opened at the end.
+    pub fn render_with(
+        &self,
+        messages: &[crate::ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, Error> {
         let messages: Vec<Message<'_>> = messages
             .iter()
             .map(|m| Message {
@@ -65,7 +74,7 @@ impl ChatTemplate {
         template
             .render(context! {
                 messages => Value::from(minijinja::value::Serde(&messages)),
-                add_generation_prompt => true,
+                add_generation_prompt => add_generation_prompt,
                 bos_token => &self.bos_token,
                 eos_token => &self.eos_token,
             })
