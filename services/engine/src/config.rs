@@ -70,6 +70,16 @@ pub struct EngineConfig {
     pub answer_style: AnswerStyle,
     /// Documents ingested concurrently (parse, chunk, embed). Default: 2.
     pub ingest_workers: usize,
+    /// gRPC URL of a Qdrant server or cluster (`http://host:6334`) to keep the vectors in,
+    /// instead of the embedded store in `data_dir`; the catalog and the BM25 indexes stay in
+    /// `data_dir`. Default: none (embedded).
+    pub qdrant_url: Option<String>,
+    /// API key for `qdrant_url`. Default: none. Set it with `QUIRE_QDRANT_API_KEY` rather
+    /// than in a file others can read. `quire config` does not print it.
+    #[serde(skip_serializing)]
+    pub qdrant_api_key: Option<String>,
+    /// Prefix of this deployment's collection names on the Qdrant server. Default: `quire_`.
+    pub qdrant_collection_prefix: String,
     /// After this many chunks written to a collection since its last optimisation, the
     /// ingest that crosses the mark also optimises it (vector compaction and HNSW build; the
     /// collection's writes wait meanwhile), so the index keeps up with a steady stream of
@@ -105,6 +115,9 @@ impl Default for EngineConfig {
             answer_style: AnswerStyle::default(),
             ingest_workers: 2,
             optimize_after_chunks: 20_000,
+            qdrant_url: None,
+            qdrant_api_key: None,
+            qdrant_collection_prefix: "quire_".into(),
         }
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use quire_index::{
     CollectionInfo, CollectionSpec, DocumentInfo, Fusion, Hit, Index, NewChunk, NewDocument,
-    PutOutcome, RetrieveParams,
+    PutOutcome, RemoteVectorStore, RetrieveParams,
 };
 pub use quire_index::{Filter, MetaCondition, MetaValue, Metadata};
 use quire_ingest::{Chunker, ChunkerConfig, Limits, MediaType};
@@ -265,7 +265,19 @@ impl Engine {
             max_extracted_chars: config.max_extracted_chars,
             max_parse_time: Duration::from_millis(config.max_parse_ms),
         };
-        let index = Index::open(&config.data_dir).await?;
+        let index = match &config.qdrant_url {
+            None => Index::open(&config.data_dir).await?,
+            Some(url) => {
+                let vectors = RemoteVectorStore::connect(
+                    url,
+                    config.qdrant_api_key.clone(),
+                    &config.qdrant_collection_prefix,
+                )
+                .await?;
+                info!(url, "vectors on a Qdrant server");
+                Index::open_with_vector_store(&config.data_dir, Arc::new(vectors)).await?
+            }
+        };
         info!(data_dir = %config.data_dir.display(), embedder = embedder.model_id(), "engine open");
         Ok(Engine {
             cpu: Semaphore::new(config.ingest_workers.max(1)),

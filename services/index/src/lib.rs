@@ -26,6 +26,7 @@ mod error;
 mod index;
 pub mod lexical;
 pub mod metadata;
+pub mod remote;
 pub mod vector;
 
 pub use catalog::{Catalog, CollectionRecord, DocRecord, DocState};
@@ -33,6 +34,7 @@ pub use error::{Error, Result};
 pub use index::Index;
 pub use lexical::{ENGLISH_ANALYZER, LexicalChunk, LexicalIndex, english_analyzer};
 pub use metadata::{MetaCondition, MetaValue, Metadata};
+pub use remote::RemoteVectorStore;
 pub use vector::{DOCUMENT_ID_KEY, EmbeddedVectorStore, VectorPoint, VectorStore};
 
 use uuid::Uuid;

@@ -38,7 +38,7 @@ pub struct VectorPoint {
 ///
 /// Writes may be visible to searches before [`flush`](VectorStore::flush), but are only
 /// guaranteed durable once `flush` has returned. Implementations: [`EmbeddedVectorStore`]
-/// (qdrant-edge, in process); a Qdrant-server one can implement the same trait.
+/// (qdrant-edge, in process) and [`crate::RemoteVectorStore`] (a Qdrant server).
 #[async_trait]
 pub trait VectorStore: Send + Sync {
     /// Creates the collection (cosine distance) if it does not exist; opens it if it does.
@@ -127,22 +127,30 @@ impl EmbeddedVectorStore {
     }
 }
 
-/// The qdrant filter for chunks of `document_ids` (all when empty) passing every metadata
-/// condition; `None` when nothing is restricted. Built in Qdrant's filter JSON, which the
-/// edge shard and a Qdrant server share.
-fn edge_filter(document_ids: &[String], meta: &[MetaCondition]) -> Result<Option<EdgeFilter>> {
+/// Qdrant's filter JSON for chunks of `document_ids` (all when empty) passing every metadata
+/// condition; `None` when nothing is restricted. The edge shard reads it as is, and
+/// [`crate::remote`] translates it for a Qdrant server, so both stores filter alike.
+pub(crate) fn filter_json(
+    document_ids: &[String],
+    meta: &[MetaCondition],
+) -> Option<serde_json::Value> {
     let mut must: Vec<serde_json::Value> = meta.iter().map(metadata::qdrant_condition).collect();
     match document_ids {
         [] => {}
         [one] => must.push(json!({ "key": DOCUMENT_ID_KEY, "match": { "value": one } })),
         many => must.push(json!({ "key": DOCUMENT_ID_KEY, "match": { "any": many } })),
     }
-    if must.is_empty() {
-        return Ok(None);
-    }
-    serde_json::from_value(json!({ "must": must }))
-        .map(Some)
-        .map_err(|e| Error::Vector(format!("cannot build filter: {e}")))
+    (!must.is_empty()).then(|| json!({ "must": must }))
+}
+
+/// The edge shard's filter for [`filter_json`].
+fn edge_filter(document_ids: &[String], meta: &[MetaCondition]) -> Result<Option<EdgeFilter>> {
+    filter_json(document_ids, meta)
+        .map(|json| {
+            serde_json::from_value(json)
+                .map_err(|e| Error::Vector(format!("cannot build filter: {e}")))
+        })
+        .transpose()
 }
 
 fn point_uuid(id: &PointId) -> Option<Uuid> {

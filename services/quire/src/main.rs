@@ -124,6 +124,13 @@ struct EngineArgs {
     /// Address to listen on.
     #[arg(long, env = "QUIRE_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Keep the vectors on this Qdrant server (gRPC URL, `http://host:6334`) instead of the
+    /// embedded store.
+    #[arg(long, env = "QUIRE_QDRANT_URL")]
+    qdrant_url: Option<String>,
+    /// API key for the Qdrant server.
+    #[arg(long, env = "QUIRE_QDRANT_API_KEY", hide_env_values = true)]
+    qdrant_api_key: Option<String>,
 }
 
 #[derive(Args)]
@@ -164,6 +171,12 @@ impl EngineArgs {
         }
         if let Some(v) = self.listen {
             cfg.listen = v;
+        }
+        if let Some(v) = self.qdrant_url {
+            cfg.engine.qdrant_url = Some(v);
+        }
+        if let Some(v) = self.qdrant_api_key {
+            cfg.engine.qdrant_api_key = Some(v);
         }
         cfg
     }

@@ -1,0 +1,328 @@
+//! [`VectorStore`] on a Qdrant server or cluster (`qdrant-client`, gRPC), for deployments that
+//! outgrow the embedded store. The catalog and the Tantivy indexes stay in the data directory.
+
+use async_trait::async_trait;
+use qdrant_client::qdrant::{
+    Condition, CountPointsBuilder, CreateCollectionBuilder, DeletePointsBuilder, Distance,
+    Filter as QFilter, PointId, PointStruct, PointsIdsList, QueryPointsBuilder, Range,
+    UpsertPointsBuilder, VectorParamsBuilder, condition::ConditionOneOf, r#match::MatchValue,
+    point_id::PointIdOptions, points_selector::PointsSelectorOneOf,
+};
+use qdrant_client::{Payload, Qdrant};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::metadata;
+use crate::vector::{DOCUMENT_ID_KEY, VectorPoint, VectorStore, filter_json};
+use crate::{Filter, is_plain_name};
+
+fn remote_err(e: impl std::fmt::Display) -> Error {
+    Error::Vector(format!("qdrant server: {e}"))
+}
+
+/// Collections on a Qdrant server, named `<prefix><collection>`.
+///
+/// Every write is sent with `wait = true`: the server has applied it and written it to its
+/// write-ahead log before the call returns, so [`VectorStore::flush`] has nothing left to do.
+/// The server builds its HNSW indexes itself, so [`VectorStore::optimize`] does nothing.
+pub struct RemoteVectorStore {
+    client: Qdrant,
+    prefix: String,
+}
+
+impl RemoteVectorStore {
+    /// Connects to the server's gRPC endpoint (`http://host:6334`) and checks that it answers.
+    /// `prefix` (letters, digits, `_`, `-`; may be empty) keeps several quire deployments
+    /// apart on one cluster.
+    ///
+    /// Errors: [`Error::InvalidArgument`] for a bad prefix, [`Error::Vector`] when the server
+    /// cannot be reached.
+    pub async fn connect(url: &str, api_key: Option<String>, prefix: &str) -> Result<Self> {
+        if !prefix.is_empty() && !is_plain_name(prefix, 64) {
+            return Err(Error::InvalidArgument(format!(
+                "invalid Qdrant collection prefix `{prefix}`: use up to 64 characters from \
+                 [A-Za-z0-9_-]"
+            )));
+        }
+        let client = Qdrant::from_url(url)
+            .api_key(api_key)
+            .skip_compatibility_check()
+            .build()
+            .map_err(remote_err)?;
+        client
+            .health_check()
+            .await
+            .map_err(|e| Error::Vector(format!("qdrant server at {url} does not answer: {e}")))?;
+        Ok(RemoteVectorStore {
+            client,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    fn name(&self, collection: &str) -> String {
+        format!("{}{collection}", self.prefix)
+    }
+
+    /// Deletes the selected points (ids or a filter), waiting until the server applied it.
+    async fn delete(
+        &self,
+        collection: &str,
+        selector: impl Into<PointsSelectorOneOf>,
+    ) -> Result<()> {
+        self.client
+            .delete_points(
+                DeletePointsBuilder::new(self.name(collection))
+                    .points(selector)
+                    .wait(true),
+            )
+            .await
+            .map_err(remote_err)?;
+        Ok(())
+    }
+}
+
+/// The server's filter for the Qdrant filter JSON that [`filter_json`] builds (the same one
+/// the embedded store reads): `must` / `should` lists of `match` (`value` or `any`) and
+/// `range` conditions.
+fn to_filter(json: &Value) -> Result<QFilter> {
+    let list = |key: &str| -> Result<Vec<Condition>> {
+        match json.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items.iter().map(to_condition).collect(),
+            Some(other) => Err(Error::Vector(format!(
+                "filter `{key}` is not a list: {other}"
+            ))),
+        }
+    };
+    Ok(QFilter {
+        must: list("must")?,
+        should: list("should")?,
+        ..Default::default()
+    })
+}
+
+fn to_condition(json: &Value) -> Result<Condition> {
+    let bad = || Error::Vector(format!("unsupported filter condition: {json}"));
+    if json.get("must").is_some() || json.get("should").is_some() {
+        return Ok(Condition {
+            condition_one_of: Some(ConditionOneOf::Filter(to_filter(json)?)),
+        });
+    }
+    let key = json.get("key").and_then(Value::as_str).ok_or_else(bad)?;
+    if let Some(range) = json.get("range") {
+        let bound = |name: &str| range.get(name).and_then(Value::as_f64);
+        return Ok(Condition::range(
+            key,
+            Range {
+                gt: bound("gt"),
+                gte: bound("gte"),
+                lt: bound("lt"),
+                lte: bound("lte"),
+            },
+        ));
+    }
+    let matched = json.get("match").ok_or_else(bad)?;
+    // Exact keyword matches: the client turns a string with spaces into a full-text match.
+    let value = match (matched.get("value"), matched.get("any")) {
+        (Some(Value::String(s)), _) => MatchValue::Keyword(s.clone()),
+        (Some(Value::Bool(b)), _) => MatchValue::Boolean(*b),
+        (_, Some(Value::Array(items))) => {
+            let strings: Option<Vec<String>> = items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect();
+            MatchValue::from(strings.ok_or_else(bad)?)
+        }
+        _ => return Err(bad()),
+    };
+    Ok(Condition::matches(key, value))
+}
+
+fn server_filter(
+    document_ids: &[String],
+    meta: &[metadata::MetaCondition],
+) -> Result<Option<QFilter>> {
+    filter_json(document_ids, meta)
+        .map(|json| to_filter(&json))
+        .transpose()
+}
+
+fn point_uuid(id: Option<PointId>) -> Option<Uuid> {
+    match id?.point_id_options? {
+        PointIdOptions::Uuid(s) => Uuid::parse_str(&s).ok(),
+        PointIdOptions::Num(_) => None,
+    }
+}
+
+#[async_trait]
+impl VectorStore for RemoteVectorStore {
+    async fn ensure_collection(&self, name: &str, dimension: u32) -> Result<()> {
+        let name = self.name(name);
+        if self
+            .client
+            .collection_exists(&name)
+            .await
+            .map_err(remote_err)?
+        {
+            return Ok(());
+        }
+        let create = CreateCollectionBuilder::new(&name).vectors_config(VectorParamsBuilder::new(
+            u64::from(dimension),
+            Distance::Cosine,
+        ));
+        match self.client.create_collection(create).await {
+            Ok(_) => Ok(()),
+            // Another writer created it between the check and the call.
+            Err(_)
+                if self
+                    .client
+                    .collection_exists(&name)
+                    .await
+                    .map_err(remote_err)? =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(remote_err(e)),
+        }
+    }
+
+    async fn drop_collection(&self, name: &str) -> Result<()> {
+        let name = self.name(name);
+        if self
+            .client
+            .collection_exists(&name)
+            .await
+            .map_err(remote_err)?
+        {
+            self.client
+                .delete_collection(&name)
+                .await
+                .map_err(remote_err)?;
+        }
+        Ok(())
+    }
+
+    async fn upsert(&self, collection: &str, points: Vec<VectorPoint>) -> Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let points: Vec<PointStruct> = points
+            .into_iter()
+            .map(|p| {
+                let mut payload = p.payload;
+                payload.insert(DOCUMENT_ID_KEY.into(), Value::String(p.document_id));
+                if !p.metadata.is_empty() {
+                    payload.insert(metadata::META_KEY.into(), metadata::to_json(&p.metadata));
+                }
+                PointStruct::new(p.id.to_string(), p.vector, Payload::from(payload))
+            })
+            .collect();
+        self.client
+            .upsert_points(UpsertPointsBuilder::new(self.name(collection), points).wait(true))
+            .await
+            .map_err(remote_err)?;
+        Ok(())
+    }
+
+    async fn delete_points(&self, collection: &str, ids: &[Uuid]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = PointsIdsList {
+            ids: ids.iter().map(|u| PointId::from(u.to_string())).collect(),
+        };
+        self.delete(collection, ids).await
+    }
+
+    async fn delete_document(&self, collection: &str, document_id: &str) -> Result<()> {
+        let Some(filter) = server_filter(&[document_id.to_string()], &[])? else {
+            return Ok(());
+        };
+        self.delete(collection, filter).await
+    }
+
+    async fn search(
+        &self,
+        collection: &str,
+        vector: &[f32],
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<Vec<(Uuid, f32)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut query = QueryPointsBuilder::new(self.name(collection))
+            .query(vector.to_vec())
+            .limit(limit as u64);
+        if let Some(f) = server_filter(&filter.document_ids, &filter.metadata)? {
+            query = query.filter(f);
+        }
+        let response = self.client.query(query).await.map_err(remote_err)?;
+        Ok(response
+            .result
+            .into_iter()
+            .filter_map(|p| point_uuid(p.id).map(|id| (id, p.score)))
+            .collect())
+    }
+
+    async fn count(&self, collection: &str, document_id: Option<&str>) -> Result<u64> {
+        let mut request = CountPointsBuilder::new(self.name(collection)).exact(true);
+        if let Some(d) = document_id
+            && let Some(f) = server_filter(&[d.to_string()], &[])?
+        {
+            request = request.filter(f);
+        }
+        let response = self.client.count(request).await.map_err(remote_err)?;
+        Ok(response.result.map_or(0, |r| r.count))
+    }
+
+    async fn flush(&self, _collection: &str) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::{MetaCondition, MetaValue};
+    use std::ops::Bound;
+
+    /// The embedded store's filter JSON becomes the same conditions for the server, with
+    /// strings matched exactly (not as full text) even when they hold spaces.
+    #[test]
+    fn filters_translate_to_server_conditions() {
+        let meta = vec![
+            MetaCondition::Equals {
+                key: "team".into(),
+                value: MetaValue::String("red fox".into()),
+            },
+            MetaCondition::AnyOf {
+                key: "lang".into(),
+                values: vec![MetaValue::String("en".into()), MetaValue::Bool(true)],
+            },
+            MetaCondition::Range {
+                key: "year".into(),
+                lower: Bound::Included(2020.0),
+                upper: Bound::Excluded(2024.0),
+            },
+        ];
+        let filter = server_filter(&["a.txt".into(), "b.txt".into()], &meta)
+            .unwrap()
+            .unwrap();
+        assert_eq!(filter.must.len(), 4);
+        let text = format!("{filter:?}");
+        assert!(text.contains("Keyword(\"red fox\")"), "{text}");
+        assert!(!text.contains("Text("), "{text}");
+        assert!(text.contains("Boolean(true)"), "{text}");
+        assert!(
+            text.contains("gte: Some(2020.0)") && text.contains("lt: Some(2024.0)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"a.txt\"") && text.contains("\"b.txt\""),
+            "{text}"
+        );
+        assert!(server_filter(&[], &[]).unwrap().is_none());
+    }
+}
