@@ -64,6 +64,14 @@ impl RemoteVectorStore {
         format!("{}{collection}", self.prefix)
     }
 
+    /// True when the server has a collection of this (prefixed) name.
+    async fn exists(&self, name: &str) -> Result<bool> {
+        self.client
+            .collection_exists(name)
+            .await
+            .map_err(remote_err)
+    }
+
     /// Deletes the selected points (ids or a filter), waiting until the server applied it.
     async fn delete(
         &self,
@@ -159,12 +167,7 @@ fn point_uuid(id: Option<PointId>) -> Option<Uuid> {
 impl VectorStore for RemoteVectorStore {
     async fn ensure_collection(&self, name: &str, dimension: u32) -> Result<()> {
         let name = self.name(name);
-        if self
-            .client
-            .collection_exists(&name)
-            .await
-            .map_err(remote_err)?
-        {
+        if self.exists(&name).await? {
             return Ok(());
         }
         let create = CreateCollectionBuilder::new(&name).vectors_config(VectorParamsBuilder::new(
@@ -174,27 +177,14 @@ impl VectorStore for RemoteVectorStore {
         match self.client.create_collection(create).await {
             Ok(_) => Ok(()),
             // Another writer created it between the check and the call.
-            Err(_)
-                if self
-                    .client
-                    .collection_exists(&name)
-                    .await
-                    .map_err(remote_err)? =>
-            {
-                Ok(())
-            }
+            Err(_) if self.exists(&name).await? => Ok(()),
             Err(e) => Err(remote_err(e)),
         }
     }
 
     async fn drop_collection(&self, name: &str) -> Result<()> {
         let name = self.name(name);
-        if self
-            .client
-            .collection_exists(&name)
-            .await
-            .map_err(remote_err)?
-        {
+        if self.exists(&name).await? {
             self.client
                 .delete_collection(&name)
                 .await

@@ -421,12 +421,6 @@ impl Generator {
         let started = Instant::now();
         let prompt = self.prompt(messages)?;
         let prompt_tokens = prompt.ids.len();
-        if prompt_tokens >= self.context_length {
-            return Err(Error::ContextOverflow {
-                prompt_tokens,
-                context_length: self.context_length,
-            });
-        }
         let room = self.context_length - prompt_tokens;
         let (limit, limit_reason) = if params.max_tokens > room {
             (room, StopReason::ContextFull)
@@ -508,12 +502,6 @@ impl Generator {
         choices: &[&str],
     ) -> Result<Vec<f32>, Error> {
         let prompt = self.prompt(messages)?;
-        if prompt.ids.len() >= self.context_length {
-            return Err(Error::ContextOverflow {
-                prompt_tokens: prompt.ids.len(),
-                context_length: self.context_length,
-            });
-        }
         let choice_ids = choices
             .iter()
             .map(|c| Ok(self.encode(c)?.first().copied()))
@@ -540,8 +528,10 @@ impl Generator {
 
     /// The token ids of the rendered prompt for `messages`, the BOS token first when the model
     /// wants one, and how many of them are the leading system message's (0 when there is
-    /// none, or when its tokens are not a prefix of the whole prompt's). Errors when the prompt
-    /// is empty.
+    /// none, or when its tokens are not a prefix of the whole prompt's).
+    ///
+    /// Errors: [`Error::ContextOverflow`] when the prompt is empty or leaves no room in the
+    /// context for a token of reply.
     fn prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, Error> {
         let mut ids = Vec::new();
         if self.tok.add_bos {
@@ -549,9 +539,9 @@ impl Generator {
         }
         let bos = ids.len();
         ids.extend(self.encode(&self.render_prompt(messages)?)?);
-        if ids.is_empty() {
+        if ids.is_empty() || ids.len() >= self.context_length {
             return Err(Error::ContextOverflow {
-                prompt_tokens: 0,
+                prompt_tokens: ids.len(),
                 context_length: self.context_length,
             });
         }
@@ -580,7 +570,7 @@ impl Generator {
         let ids = &prompt.ids;
         let shared = prompt.shared.min(ids.len().saturating_sub(1));
         let mut start = 0;
-        if shared > 0 && weights.snapshot().is_some() {
+        if shared > 0 && weights.qwen2().is_some() {
             let prefix = &ids[..shared];
             let mut cache = self
                 .prefixes

@@ -96,8 +96,14 @@ impl Proj {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Proj::Dense(l) => l.forward(x),
-            Proj::Quant(w, None) => w.forward(x),
-            Proj::Quant(w, Some(b)) => w.forward(x)?.broadcast_add(b),
+            Proj::Quant(w, b) => Self::add_bias(w.forward(x)?, b.as_ref()),
+        }
+    }
+
+    fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        match bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
         }
     }
 
@@ -114,36 +120,25 @@ impl Proj {
     fn forward_all<const N: usize>(projs: [&Proj; N], x: &Tensor) -> Result<[Tensor; N]> {
         let rows: usize = x.dims().iter().rev().skip(1).product();
         let qs: Option<Vec<&QTensor>> = projs.iter().map(|p| p.qtensor()).collect();
-        if rows == 1
-            && let Some(qs) = qs
-            && qs.windows(2).all(|w| w[0].dtype() == w[1].dtype())
-            && let Some(outs) = QTensor::gemv_fused_shared_lhs(&qs, &x.contiguous()?)?
-        {
-            let mut outs = outs.into_iter();
-            return projs.try_map_each(|p| {
-                let out = outs
-                    .next()
-                    .ok_or_else(|| candle_core::Error::Msg("fused pass lost an output".into()))?;
-                match p {
-                    Proj::Quant(_, Some(b)) => out.broadcast_add(b),
-                    _ => Ok(out),
-                }
-            });
-        }
-        projs.try_map_each(|p| p.forward(x))
-    }
-}
-
-/// `[T; N]` → `[U; N]` through a fallible function, in order.
-trait TryMapEach<T, const N: usize> {
-    fn try_map_each<U>(self, f: impl FnMut(T) -> Result<U>) -> Result<[U; N]>;
-}
-
-impl<T, const N: usize> TryMapEach<T, N> for [T; N] {
-    fn try_map_each<U>(self, mut f: impl FnMut(T) -> Result<U>) -> Result<[U; N]> {
-        let out: Vec<U> = self.into_iter().map(&mut f).collect::<Result<_>>()?;
-        out.try_into()
-            .map_err(|_| candle_core::Error::Msg("array length changed".into()))
+        let fused = match qs {
+            Some(qs) if rows == 1 && qs.windows(2).all(|w| w[0].dtype() == w[1].dtype()) => {
+                QTensor::gemv_fused_shared_lhs(&qs, &x.contiguous()?)?
+            }
+            _ => None,
+        };
+        let outs: Vec<Tensor> = match fused {
+            Some(outs) => outs
+                .into_iter()
+                .zip(projs)
+                .map(|(y, p)| match p {
+                    Proj::Quant(_, b) => Self::add_bias(y, b.as_ref()),
+                    Proj::Dense(_) => Ok(y),
+                })
+                .collect::<Result<_>>()?,
+            None => projs.iter().map(|p| p.forward(x)).collect::<Result<_>>()?,
+        };
+        outs.try_into()
+            .map_err(|_| candle_core::Error::Msg("a projection gave no output".into()))
     }
 }
 
