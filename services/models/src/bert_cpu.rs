@@ -19,11 +19,14 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::Error;
+use crate::amx::{self, PackedWeights};
 use crate::bert::{Laps, StageProfile, encoder_root};
 
-/// A dense layer `x · w + b`, `w` stored (in, out) row-major.
+/// A dense layer `x · w + b`, `w` stored (in, out) row-major, or packed for AMX tiles (then
+/// `w` is empty).
 struct Dense {
     w: Vec<f32>,
+    packed: Option<PackedWeights>,
     b: Vec<f32>,
     inp: usize,
     out: usize,
@@ -32,27 +35,79 @@ struct Dense {
 impl Dense {
     fn load(vb: VarBuilder, inp: usize, out: usize) -> candle_core::Result<Dense> {
         let w = vb.get((out, inp), "weight")?.t()?.contiguous()?;
-        Ok(Dense {
-            w: w.flatten_all()?.to_vec1()?,
-            b: vb.get(out, "bias")?.to_vec1()?,
+        Ok(Dense::new(
+            w.flatten_all()?.to_vec1()?,
+            vb.get(out, "bias")?.to_vec1()?,
             inp,
             out,
-        })
+        ))
+    }
+
+    /// Packs `w` for AMX where [`amx::available`] and the shape allows.
+    fn new(w: Vec<f32>, b: Vec<f32>, inp: usize, out: usize) -> Dense {
+        let packed = amx::available()
+            .then(|| PackedWeights::pack(&w, inp, out))
+            .flatten();
+        let w = if packed.is_some() { Vec::new() } else { w };
+        Dense {
+            w,
+            packed,
+            b,
+            inp,
+            out,
+        }
     }
 
     /// `dst = x · w` over `x.len() / inp` rows, without the bias; with `bias_first`, `dst`
     /// starts as the bias in every row, so the product adds onto it.
-    fn matmul(&self, x: &[f32], dst: &mut Vec<f32>, bias_first: bool) -> Result<(), Error> {
+    fn matmul(&self, x: &[f32], dst: &mut Rows, bias_first: bool) -> Result<(), Error> {
         let rows = x.len() / self.inp;
-        dst.clear();
+        dst.zeros(rows * self.out);
         if bias_first {
-            for _ in 0..rows {
-                dst.extend_from_slice(&self.b);
+            for row in dst.chunks_exact_mut(self.out) {
+                row.copy_from_slice(&self.b);
             }
-        } else {
-            dst.resize(rows * self.out, 0.0);
         }
-        matmul(dst, x, &self.w, rows, self.inp, self.out, bias_first)
+        match &self.packed {
+            Some(p) => amx::matmul(dst, x, p, rows, bias_first),
+            None => matmul(dst, x, &self.w, rows, self.inp, self.out, bias_first),
+        }
+    }
+}
+
+/// f32 values starting on a 64-byte cache line: AMX tiles load rows that start on a line
+/// about twice as fast (`amx.rs`). Dereferences to the values.
+#[derive(Default)]
+struct Rows {
+    lines: Vec<Line16>,
+    len: usize,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line16([f32; 16]);
+
+impl Rows {
+    /// Makes the buffer `len` zeros, keeping its allocation.
+    fn zeros(&mut self, len: usize) {
+        self.lines.clear();
+        self.lines.resize(len.div_ceil(16), Line16([0.0; 16]));
+        self.len = len;
+    }
+}
+
+impl std::ops::Deref for Rows {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        // SAFETY: `Line16` is 16 f32 with no padding, and `lines` holds at least `len` values.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for Rows {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        // SAFETY: as in `deref`, and the borrow is unique.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast(), self.len) }
     }
 }
 
@@ -134,12 +189,7 @@ impl CpuBert {
                 .contiguous()?;
             let b = candle_core::Tensor::cat(&[(qb * scale)?, kb, vb_], 0)?;
             layers.push(Layer {
-                qkv: Dense {
-                    w: w.flatten_all()?.to_vec1()?,
-                    b: b.to_vec1()?,
-                    inp: h,
-                    out: 3 * h,
-                },
+                qkv: Dense::new(w.flatten_all()?.to_vec1()?, b.to_vec1()?, h, 3 * h),
                 out: Dense::load(l.pp("attention.output.dense"), h, h)?,
                 ln1: Norm::load(l.pp("attention.output.LayerNorm"), h)?,
                 up: Dense::load(l.pp("intermediate.dense"), h, inter)?,
@@ -237,7 +287,7 @@ impl CpuBert {
             norm_rows(chunk, &[], &[], &self.emb_ln.w, &self.emb_ln.b, self.eps)
         });
         laps.lap("embeddings").map_err(Error::inference)?;
-        let (mut qkv, mut ctx, mut tmp) = (Vec::new(), vec![0f32; rows * h], Vec::new());
+        let (mut qkv, mut ctx, mut tmp) = (Rows::default(), vec![0f32; rows * h], Rows::default());
         for layer in &self.layers {
             layer.qkv.matmul(&x, &mut qkv, true)?;
             laps.lap("qkv projection").map_err(Error::inference)?;
@@ -326,16 +376,17 @@ impl CpuBert {
     }
 }
 
-/// The context rows, written by attention tasks at disjoint places.
+/// Output rows written by parallel tasks at disjoint places (attention heads, AMX column
+/// blocks).
 #[derive(Clone, Copy)]
-struct SharedRows(*mut f32);
+pub(crate) struct SharedRows(pub(crate) *mut f32);
 // SAFETY: tasks write disjoint (rows, head columns) blocks; see `CpuBert::attention`.
 unsafe impl Send for SharedRows {}
 unsafe impl Sync for SharedRows {}
 
 impl SharedRows {
     /// Through a method, so closures capture the whole (Send) wrapper, not its field.
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }

@@ -15,6 +15,7 @@
 //! 2 busy cores, SmolLM2 decode went from 1.9 tok/s (default) to 8.9 tok/s with
 //! `CANDLE_NUM_THREADS=1`. Avoid running embedding and generation at the same time on CPU.
 
+mod amx;
 mod bert;
 mod bert_cpu;
 mod embed;
@@ -51,6 +52,13 @@ pub fn default_model_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("quire").join("models")
+}
+
+/// Whether the CPU encoder's dense layers run on AMX tiles (bf16x3, f32-grade accuracy) in
+/// this process: the CPU has AMX-BF16, Linux grants the tile state, and `QUIRE_CPU_AMX` is
+/// not `off`. Otherwise they run on f32 SIMD (gemm).
+pub fn cpu_amx() -> bool {
+    amx::available()
 }
 
 /// The device models run on: the first CUDA GPU when built with feature `cuda` and one is

@@ -173,6 +173,7 @@ fn encoder(args: EncoderArgs) -> Result<ExitCode, BoxError> {
         "profile_ms": stages,
         "device": format!("{device:?}"),
         "dtype": format!("{dtype:?}"),
+        "cpu_amx": quire_models::cpu_amx(),
         "batch": n,
         "seq": seq,
         "median_batch_s": secs,
@@ -328,6 +329,10 @@ pub async fn ingest_docs(
     tally
 }
 
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
@@ -363,11 +368,13 @@ async fn ingest(config: &EngineConfig, args: IngestBenchArgs) -> Result<ExitCode
     let engine = Engine::open(config).await?;
     let bytes: usize = docs.iter().map(|d| d.title.len() + d.text.len() + 2).sum();
     println!(
-        "quire ingest: {} documents ({:.1} MB) from {}, {} in flight, {workers} ingest workers",
+        "quire ingest: {} documents ({:.1} MB) from {}, {} in flight, {workers} ingest workers, \
+         AMX {}",
         docs.len(),
         bytes as f64 / 1e6,
         args.corpus.display(),
-        args.in_flight
+        args.in_flight,
+        on_off(quire_models::cpu_amx())
     );
     let started = Instant::now();
     let tally = ingest_docs(&engine, "bench", docs, args.in_flight, None).await;
@@ -422,10 +429,11 @@ fn embed(default_model_dir: &Path, args: EmbedArgs) -> Result<ExitCode, BoxError
     let mut embedder = Embedder::load(&model_dir)?;
     let tokens: usize = embedder.token_counts(&texts)?.iter().sum();
     println!(
-        "quire embed: {} texts, {tokens} tokens (truncated at {}), {} threads",
+        "quire embed: {} texts, {tokens} tokens (truncated at {}), {} threads, AMX {}",
         texts.len(),
         embedder.max_tokens(),
-        candle_core::utils::get_num_threads()
+        candle_core::utils::get_num_threads(),
+        on_off(quire_models::cpu_amx())
     );
     embedder.embed(&texts[..texts.len().min(32)])?; // warm-up
     for budget in args.batch_tokens {
