@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::quantized_llama;
 use serde::{Deserialize, Serialize};
 
 use crate::files::open_llm;
@@ -92,8 +91,7 @@ pub struct Generation {
 }
 
 enum Weights {
-    Llama(quantized_llama::ModelWeights),
-    /// quire's own Qwen2 pass over the GGUF's quantized weights ([`crate::qwen2`]).
+    /// quire's own pass over a GGUF's quantized weights, Qwen2 or llama ([`crate::qwen2`]).
     Qwen2(Box<Qwen2>),
     /// A safetensors model in full precision.
     Hf(HfWeights),
@@ -102,7 +100,6 @@ enum Weights {
 impl Weights {
     fn forward(&mut self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
         match self {
-            Weights::Llama(m) => m.forward(x, pos),
             Weights::Qwen2(m) => m.forward(x, pos),
             Weights::Hf(m) => m.forward(x, pos),
         }
@@ -110,7 +107,6 @@ impl Weights {
 
     fn clear_kv_cache(&mut self) -> candle_core::Result<()> {
         match self {
-            Weights::Llama(m) => m.clear_kv_cache(),
             Weights::Qwen2(m) => m.clear_kv_cache(),
             Weights::Hf(m) => m.clear_kv_cache()?,
         }
@@ -141,7 +137,7 @@ impl Weights {
     /// Most prompt tokens per forward pass.
     fn prefill_chunk(&self) -> usize {
         match self {
-            Weights::Llama(_) | Weights::Qwen2(_) => PREFILL_CHUNK,
+            Weights::Qwen2(_) => PREFILL_CHUNK,
             Weights::Hf(_) => usize::MAX,
         }
     }
@@ -323,28 +319,15 @@ impl Generator {
             .and_then(|i| u32::try_from(i).ok());
         let template =
             ChatTemplate::new(template_src, token_text(tok.bos_id), token_text(eos_key))?;
-        let ctx_of = |key: &str| {
-            md.get(key)
-                .and_then(as_i64)
-                .and_then(|v| usize::try_from(v).ok())
-        };
         let (weights, context_length) = match arch.as_str() {
-            "llama" => {
-                // candle's quantized llama precomputes RoPE for MAX_SEQ_LEN positions only.
-                let ctx = ctx_of("llama.context_length")
-                    .unwrap_or(quantized_llama::MAX_SEQ_LEN)
-                    .min(quantized_llama::MAX_SEQ_LEN);
-                let w = match requantize_slow_types(&content, reader)? {
+            "llama" | "qwen2" => {
+                let (w, ctx) = match requantize_slow_types(&content, reader)? {
                     Some((content, mut converted)) => {
-                        quantized_llama::ModelWeights::from_gguf(content, &mut converted, &device)
+                        Qwen2::from_gguf(&content, &mut converted, &device)
                     }
-                    None => quantized_llama::ModelWeights::from_gguf(content, reader, &device),
+                    None => Qwen2::from_gguf(&content, reader, &device),
                 }
                 .map_err(Error::load)?;
-                (Weights::Llama(w), ctx)
-            }
-            "qwen2" => {
-                let (w, ctx) = Qwen2::from_gguf(&content, reader, &device).map_err(Error::load)?;
                 (Weights::Qwen2(Box::new(w)), ctx)
             }
             other => {

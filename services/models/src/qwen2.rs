@@ -1,4 +1,5 @@
 //! Qwen2 causal LM with a KV cache, from safetensors (full precision) or a GGUF (quantized).
+//! Llama-architecture GGUFs (SmolLM2) run through the same pass: see [`Qwen2::from_gguf`].
 //!
 //! The architecture of `candle_transformers::models::qwen2` (Q/K/V projections with bias,
 //! grouped-query attention, SwiGLU MLP, RMSNorm, rotary embeddings), written here for three
@@ -30,6 +31,9 @@ use candle_transformers::models::qwen2::Config;
 struct Rotary {
     cos: Tensor,
     sin: Tensor,
+    /// Rotate adjacent pairs (llama.cpp's llama GGUFs, whose Q and K rows are permuted for
+    /// it) instead of the two halves of each head (Qwen2, transformers).
+    interleaved: bool,
 }
 
 impl Rotary {
@@ -57,6 +61,7 @@ impl Rotary {
         Ok(Rotary {
             cos: angles.cos()?.to_dtype(dtype)?,
             sin: angles.sin()?.to_dtype(dtype)?,
+            interleaved: false,
         })
     }
 
@@ -65,9 +70,14 @@ impl Rotary {
         let seq = q.dim(2)?;
         let cos = self.cos.narrow(0, offset, seq)?;
         let sin = self.sin.narrow(0, offset, seq)?;
+        let rope = if self.interleaved {
+            candle_nn::rotary_emb::rope_i
+        } else {
+            candle_nn::rotary_emb::rope
+        };
         Ok((
-            candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?,
-            candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?,
+            rope(&q.contiguous()?, &cos, &sin)?,
+            rope(&k.contiguous()?, &cos, &sin)?,
         ))
     }
 }
@@ -376,7 +386,9 @@ impl Qwen2 {
         })
     }
 
-    /// Loads a `qwen2` GGUF (llama.cpp's tensor names), keeping the matrices quantized. On
+    /// Loads a `qwen2` or `llama` GGUF (llama.cpp's tensor names), keeping the matrices
+    /// quantized. A llama model is the same stack without Q/K/V biases, with the rotary
+    /// embedding on adjacent pairs (llama.cpp's layout for llama GGUFs). On
     /// the CPU the token-embedding table stays quantized too (rows are dequantized as they
     /// are read); elsewhere it is dequantized once. Returns the model and its context length.
     pub(crate) fn from_gguf<R: Read + Seek>(
@@ -384,20 +396,30 @@ impl Qwen2 {
         reader: &mut R,
         device: &Device,
     ) -> Result<(Qwen2, usize)> {
-        let md = |key: &str| match content.metadata.get(key) {
+        let get = |key: &str| match content.metadata.get(key) {
             Some(v) => Ok(v),
             None => candle_core::bail!("GGUF lacks {key}"),
         };
-        let heads = md("qwen2.attention.head_count")?.to_u32()? as usize;
-        let kv_heads = md("qwen2.attention.head_count_kv")?.to_u32()? as usize;
-        let h = md("qwen2.embedding_length")?.to_u32()? as usize;
-        let context = md("qwen2.context_length")?.to_u32()? as usize;
-        let blocks = md("qwen2.block_count")?.to_u32()? as usize;
-        let eps = f64::from(md("qwen2.attention.layer_norm_rms_epsilon")?.to_f32()?);
-        let theta = md("qwen2.rope.freq_base")
+        let arch = get("general.architecture")?.to_string()?.clone();
+        if arch != "qwen2" && arch != "llama" {
+            candle_core::bail!("GGUF architecture {arch:?}: expected qwen2 or llama");
+        }
+        let md = |key: &str| get(&format!("{arch}.{key}"));
+        let heads = md("attention.head_count")?.to_u32()? as usize;
+        let kv_heads = md("attention.head_count_kv")?.to_u32()? as usize;
+        let h = md("embedding_length")?.to_u32()? as usize;
+        let context = md("context_length")?.to_u32()? as usize;
+        let blocks = md("block_count")?.to_u32()? as usize;
+        let eps = f64::from(md("attention.layer_norm_rms_epsilon")?.to_f32()?);
+        let theta = md("rope.freq_base")
             .and_then(|v| v.to_f32())
             .map_or(10_000.0, f64::from);
         check_heads(h, heads, kv_heads)?;
+        if let Ok(dims) = md("rope.dimension_count")
+            && dims.to_u32()? as usize != h / heads
+        {
+            candle_core::bail!("partial rotary embeddings are not supported");
+        }
         let mut g = GgufTensors {
             content,
             reader,
@@ -422,10 +444,15 @@ impl Qwen2 {
         let mut layers = Vec::with_capacity(blocks);
         for i in 0..blocks {
             let p = |name: &str| format!("blk.{i}.{name}");
+            // Qwen2 has Q, K and V biases; llama has none.
             let mut biased = |name: &str| -> Result<Proj> {
                 let w = QMatMul::from_arc(g.quantized(&p(&format!("{name}.weight")))?)?;
-                let b = g.full(&p(&format!("{name}.bias")))?;
-                Ok(Proj::Quant(w, Some(b)))
+                let bias = p(&format!("{name}.bias"));
+                let b = match content.tensor_infos.contains_key(&bias) {
+                    true => Some(g.full(&bias)?),
+                    false => None,
+                };
+                Ok(Proj::Quant(w, b))
             };
             let (q, k, v) = (biased("attn_q")?, biased("attn_k")?, biased("attn_v")?);
             let attn = Attention {
@@ -447,8 +474,10 @@ impl Qwen2 {
                 ln2: RmsNorm::new(g.full(&p("ffn_norm.weight"))?, eps),
             });
         }
+        let mut rotary = Rotary::new(h / heads, theta, context, DType::F32, device)?;
+        rotary.interleaved = arch == "llama";
         let model = Qwen2 {
-            rotary: Rotary::new(h / heads, theta, context, DType::F32, device)?,
+            rotary,
             norm: final_norm,
             embed,
             layers,

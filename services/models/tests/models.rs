@@ -394,7 +394,7 @@ fn zorvania() -> Vec<ChatMessage> {
 fn smollm2_prompt_uses_the_gguf_chat_template() {
     let Some(g) = smol() else { return };
     assert_eq!(g.name(), "smollm2-135m");
-    assert_eq!(g.context_length(), 4096);
+    assert_eq!(g.context_length(), 8192, "the GGUF's llama.context_length");
     let p = g.render_prompt(&[ChatMessage::new("user", "Hi")]).unwrap();
     assert_eq!(
         p,
