@@ -155,6 +155,10 @@ const CONFIG: TileConfig = TileConfig {
     rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
 };
 
+/// The most lines of split activations a thread keeps between calls: 4 MiB for each of hi
+/// and lo, 2 Mi values: 5,461 rows of 384, or 1,365 of 1,536 (MiniLM's widths).
+const KEEP_LINES: usize = (4 << 20) / 64;
+
 thread_local! {
     /// The calling thread's buffers for split activations (hi, lo), kept between calls. A
     /// call takes them out and puts them back, so a nested call (rayon work-stealing) just
@@ -219,7 +223,11 @@ pub(crate) fn matmul(
             unsafe { kernel(out.get(), hi, lo, w, m, accumulate, range) };
         });
     }
-    SPLIT.set((hi, lo));
+    // Keep buffers of everyday size (a document's chunks); free those of big batches, so no
+    // thread holds tens of MB between calls.
+    if hi.capacity() <= KEEP_LINES {
+        SPLIT.set((hi, lo));
+    }
     Ok(())
 }
 
