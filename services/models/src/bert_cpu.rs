@@ -380,7 +380,8 @@ impl CpuBert {
 /// blocks).
 #[derive(Clone, Copy)]
 pub(crate) struct SharedRows(pub(crate) *mut f32);
-// SAFETY: tasks write disjoint (rows, head columns) blocks; see `CpuBert::attention`.
+// SAFETY: tasks write disjoint blocks: (rows, head columns) in `CpuBert::attention`, column
+// ranges in `amx::matmul`.
 unsafe impl Send for SharedRows {}
 unsafe impl Sync for SharedRows {}
 

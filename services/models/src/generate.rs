@@ -321,7 +321,7 @@ impl Generator {
             ChatTemplate::new(template_src, token_text(tok.bos_id), token_text(eos_key))?;
         let (weights, context_length) = match arch.as_str() {
             "llama" | "qwen2" => {
-                let (w, ctx) = match requantize_slow_types(&content, reader)? {
+                let (w, ctx) = match requantize_slow_types(&content, reader, &device)? {
                     Some((content, mut converted)) => {
                         Qwen2::from_gguf(&content, &mut converted, &device)
                     }
@@ -691,15 +691,19 @@ fn is_slow_type(dtype: GgmlDType) -> bool {
     matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1)
 }
 
-/// When a GGUF holds Q4_1, Q5_0 or Q5_1 matrices (SmolLM2's file is Q4_1), converts them to
-/// Q8_0, whose AVX kernel is many times faster, and returns the converted GGUF in memory;
-/// `None` when there is nothing to convert. Q8_0 keeps each value to within about 1/254 of
+/// When a GGUF for the CPU holds Q4_1, Q5_0 or Q5_1 matrices (SmolLM2's file is Q4_1),
+/// converts them to Q8_0, whose AVX kernel is many times faster, and returns the converted
+/// GGUF in memory; `None` when there is nothing to convert or the model is for a GPU. Q8_0 keeps each value to within about 1/254 of
 /// its block's largest magnitude, a fraction of these types' own step (1/15 to 1/31 of the
 /// block's range); the cost is about twice their memory for those matrices.
 fn requantize_slow_types<R: Read + Seek>(
     content: &gguf_file::Content,
     reader: &mut R,
+    device: &Device,
 ) -> Result<Option<InMemoryGguf>, Error> {
+    if !device.is_cpu() {
+        return Ok(None);
+    }
     let convertible = |info: &gguf_file::TensorInfo| {
         is_slow_type(info.ggml_dtype)
             && info
@@ -723,9 +727,12 @@ fn requantize_slow_types<R: Read + Seek>(
         };
         tensors.push((name.as_str(), t));
     }
+    // candle writes tensor data at its own 32-byte alignment; a copied `general.alignment`
+    // would make the reader look for it elsewhere.
     let metadata: Vec<(&str, &gguf_file::Value)> = content
         .metadata
         .iter()
+        .filter(|(k, _)| k.as_str() != "general.alignment")
         .map(|(k, v)| (k.as_str(), v))
         .collect();
     let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
@@ -781,7 +788,7 @@ mod tests {
             (content, file)
         };
         let (content, mut file) = write(&[("w", &q41), ("norm", &f32s)]);
-        let (converted, mut out) = requantize_slow_types(&content, &mut file)
+        let (converted, mut out) = requantize_slow_types(&content, &mut file, &cpu)
             .unwrap()
             .expect("a Q4_1 tensor to convert");
         assert_eq!(converted.tensor_infos["w"].ggml_dtype, GgmlDType::Q8_0);
@@ -799,7 +806,11 @@ mod tests {
             assert!((a - b).abs() <= largest / 200.0, "{a} became {b}");
         }
         let (plain, mut file) = write(&[("norm", &f32s)]);
-        assert!(requantize_slow_types(&plain, &mut file).unwrap().is_none());
+        assert!(
+            requantize_slow_types(&plain, &mut file, &cpu)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -420,6 +420,21 @@ impl Qwen2 {
         {
             candle_core::bail!("partial rotary embeddings are not supported");
         }
+        // Scaled rotary embeddings (Llama 3.1's rope_freqs, YaRN) and mixtures of experts
+        // would load and then answer wrongly; refuse them.
+        let scaled = md("rope.scaling.type")
+            .ok()
+            .and_then(|v| v.to_string().ok())
+            .is_some_and(|t| t != "none");
+        if scaled || content.tensor_infos.contains_key("rope_freqs.weight") {
+            candle_core::bail!("scaled rotary embeddings are not supported");
+        }
+        if md("expert_count")
+            .and_then(|v| v.to_u32())
+            .is_ok_and(|n| n > 0)
+        {
+            candle_core::bail!("mixture-of-experts models are not supported");
+        }
         let mut g = GgufTensors {
             content,
             reader,
