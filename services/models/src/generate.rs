@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::{Deserialize, Serialize};
@@ -321,13 +321,7 @@ impl Generator {
             ChatTemplate::new(template_src, token_text(tok.bos_id), token_text(eos_key))?;
         let (weights, context_length) = match arch.as_str() {
             "llama" | "qwen2" => {
-                let (w, ctx) = match requantize_slow_types(&content, reader, &device)? {
-                    Some((content, mut converted)) => {
-                        Qwen2::from_gguf(&content, &mut converted, &device)
-                    }
-                    None => Qwen2::from_gguf(&content, reader, &device),
-                }
-                .map_err(Error::load)?;
+                let (w, ctx) = Qwen2::from_gguf(&content, reader, &device).map_err(Error::load)?;
                 (Weights::Qwen2(Box::new(w)), ctx)
             }
             other => {
@@ -683,66 +677,6 @@ fn common_prefix_len(a: &str, b: &str) -> usize {
         .map_or(a.len().min(b.len()), |((i, _), _)| i)
 }
 
-/// A GGUF file's header and the whole file, in memory.
-type InMemoryGguf = (gguf_file::Content, std::io::Cursor<Vec<u8>>);
-
-/// Weight types candle multiplies with scalar loops only (no SIMD kernel on x86).
-fn is_slow_type(dtype: GgmlDType) -> bool {
-    matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1)
-}
-
-/// When a GGUF for the CPU holds Q4_1, Q5_0 or Q5_1 matrices (SmolLM2's file is Q4_1),
-/// converts them to Q8_0, whose AVX kernel is many times faster, and returns the converted
-/// GGUF in memory; `None` when there is nothing to convert or the model is for a GPU. Q8_0 keeps each value to within about 1/254 of
-/// its block's largest magnitude, a fraction of these types' own step (1/15 to 1/31 of the
-/// block's range); the cost is about twice their memory for those matrices.
-fn requantize_slow_types<R: Read + Seek>(
-    content: &gguf_file::Content,
-    reader: &mut R,
-    device: &Device,
-) -> Result<Option<InMemoryGguf>, Error> {
-    if !device.is_cpu() {
-        return Ok(None);
-    }
-    let convertible = |info: &gguf_file::TensorInfo| {
-        is_slow_type(info.ggml_dtype)
-            && info
-                .shape
-                .dims()
-                .last()
-                .is_some_and(|d| d.is_multiple_of(GgmlDType::Q8_0.block_size()))
-    };
-    if !content.tensor_infos.values().any(convertible) {
-        return Ok(None);
-    }
-    let cpu = Device::Cpu;
-    let mut tensors = Vec::with_capacity(content.tensor_infos.len());
-    for (name, info) in &content.tensor_infos {
-        let t = content.tensor(reader, name, &cpu).map_err(Error::load)?;
-        let t = if convertible(info) {
-            let dense = t.dequantize(&cpu).map_err(Error::load)?;
-            QTensor::quantize(&dense, GgmlDType::Q8_0).map_err(Error::load)?
-        } else {
-            t
-        };
-        tensors.push((name.as_str(), t));
-    }
-    // candle writes tensor data at its own 32-byte alignment; a copied `general.alignment`
-    // would make the reader look for it elsewhere.
-    let metadata: Vec<(&str, &gguf_file::Value)> = content
-        .metadata
-        .iter()
-        .filter(|(k, _)| k.as_str() != "general.alignment")
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
-    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
-    let mut out = std::io::Cursor::new(Vec::new());
-    gguf_file::write(&mut out, &metadata, &refs).map_err(Error::load)?;
-    out.set_position(0);
-    let converted = gguf_file::Content::read(&mut out).map_err(Error::load)?;
-    Ok(Some((converted, out)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -766,51 +700,6 @@ mod tests {
             assert!(msg.contains("quire models fetch"), "{msg}");
             assert!(msg.contains("/nonexistent/quire-models/"), "{msg}");
         }
-    }
-
-    /// A Q4_1 matrix comes back as Q8_0 holding the same values (to Q8_0's step), other
-    /// tensors and the metadata unchanged; a GGUF with nothing to convert is left alone.
-    #[test]
-    fn slow_weight_types_are_requantized_to_q8_0() {
-        let cpu = Device::Cpu;
-        let values: Vec<f32> = (0..4 * 64)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
-            .collect();
-        let dense = Tensor::from_vec(values, (4, 64), &cpu).unwrap();
-        let q41 = QTensor::quantize(&dense, GgmlDType::Q4_1).unwrap();
-        let f32s = QTensor::quantize(&dense, GgmlDType::F32).unwrap();
-        let name = gguf_file::Value::String("tiny".into());
-        let write = |tensors: &[(&str, &QTensor)]| {
-            let mut file = std::io::Cursor::new(Vec::new());
-            gguf_file::write(&mut file, &[("general.name", &name)], tensors).unwrap();
-            file.set_position(0);
-            let content = gguf_file::Content::read(&mut file).unwrap();
-            (content, file)
-        };
-        let (content, mut file) = write(&[("w", &q41), ("norm", &f32s)]);
-        let (converted, mut out) = requantize_slow_types(&content, &mut file, &cpu)
-            .unwrap()
-            .expect("a Q4_1 tensor to convert");
-        assert_eq!(converted.tensor_infos["w"].ggml_dtype, GgmlDType::Q8_0);
-        assert_eq!(converted.tensor_infos["norm"].ggml_dtype, GgmlDType::F32);
-        assert!(converted.metadata.contains_key("general.name"));
-        let values = |q: &QTensor| -> Vec<f32> {
-            let t = q.dequantize(&Device::Cpu).unwrap();
-            t.flatten_all().unwrap().to_vec1().unwrap()
-        };
-        let before = values(&q41);
-        let after = values(&converted.tensor(&mut out, "w", &cpu).unwrap());
-        // Half a Q8_0 step (1/254 of the largest magnitude), plus its f16 block scale.
-        let largest = before.iter().fold(0f32, |m, v| m.max(v.abs()));
-        for (a, b) in before.iter().zip(&after) {
-            assert!((a - b).abs() <= largest / 200.0, "{a} became {b}");
-        }
-        let (plain, mut file) = write(&[("norm", &f32s)]);
-        assert!(
-            requantize_slow_types(&plain, &mut file, &cpu)
-                .unwrap()
-                .is_none()
-        );
     }
 
     #[test]

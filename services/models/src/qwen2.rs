@@ -22,7 +22,7 @@
 use std::io::{Read, Seek};
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QTensor, gguf_file};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
 use candle_transformers::models::qwen2::Config;
@@ -198,11 +198,16 @@ struct GgufTensors<'a, R> {
 }
 
 impl<R: Read + Seek> GgufTensors<'_, R> {
-    /// The tensor as stored (quantized or not).
+    /// The tensor as stored (quantized or not), except on the CPU where see
+    /// [`fast_on_cpu`].
     fn quantized(&mut self, name: &str) -> Result<Arc<QTensor>> {
-        self.content
-            .tensor(self.reader, name, self.device)
-            .map(Arc::new)
+        let t = self.content.tensor(self.reader, name, self.device)?;
+        let t = if self.device.is_cpu() {
+            fast_on_cpu(t)?
+        } else {
+            t
+        };
+        Ok(Arc::new(t))
     }
 
     /// The tensor in f32 (norm weights, biases).
@@ -211,6 +216,27 @@ impl<R: Read + Seek> GgufTensors<'_, R> {
             .tensor(self.reader, name, self.device)?
             .dequantize(self.device)
     }
+}
+
+/// A Q4_1, Q5_0 or Q5_1 matrix (SmolLM2's file is Q4_1) as Q8_0; others as they are.
+/// candle 0.11 multiplies those three types with scalar loops only, Q8_0 with an AVX kernel
+/// many times faster. Q8_0 keeps each value to within about 1/254 of its block's largest
+/// magnitude, a fraction of these types' own step (1/15 to 1/31 of the block's range); the
+/// cost is about twice their memory.
+fn fast_on_cpu(t: QTensor) -> Result<QTensor> {
+    let slow = matches!(
+        t.dtype(),
+        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
+    );
+    let fits = t
+        .shape()
+        .dims()
+        .last()
+        .is_some_and(|d| d.is_multiple_of(GgmlDType::Q8_0.block_size()));
+    if !(slow && fits) {
+        return Ok(t);
+    }
+    QTensor::quantize(&t.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)
 }
 
 struct Attention {
@@ -554,6 +580,35 @@ impl Qwen2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Q4_1 matrix comes back as Q8_0 holding the same values (to Q8_0's step); other
+    /// types are left as they are.
+    #[test]
+    fn slow_weight_types_are_requantized_to_q8_0() {
+        let cpu = Device::Cpu;
+        let values: Vec<f32> = (0..4 * 64)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let dense = Tensor::from_vec(values, (4, 64), &cpu).unwrap();
+        let q41 = QTensor::quantize(&dense, GgmlDType::Q4_1).unwrap();
+        let values = |q: &QTensor| -> Vec<f32> {
+            let t = q.dequantize(&cpu).unwrap();
+            t.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        let before = values(&q41);
+        let converted = fast_on_cpu(q41).unwrap();
+        assert_eq!(converted.dtype(), GgmlDType::Q8_0);
+        let after = values(&converted);
+        // Half a Q8_0 step (1/254 of the largest magnitude), plus its f16 block scale.
+        let largest = before.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (a, b) in before.iter().zip(&after) {
+            assert!((a - b).abs() <= largest / 200.0, "{a} became {b}");
+        }
+        for dtype in [GgmlDType::F32, GgmlDType::Q4K] {
+            let t = QTensor::quantize(&Tensor::zeros((4, 256), DType::F32, &cpu).unwrap(), dtype);
+            assert_eq!(fast_on_cpu(t.unwrap()).unwrap().dtype(), dtype);
+        }
+    }
 
     /// Grouped attention equals attention over K and V repeated for every query head.
     #[test]
