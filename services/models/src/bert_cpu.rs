@@ -22,11 +22,9 @@ use crate::Error;
 use crate::amx::{self, PackedWeights};
 use crate::bert::{Laps, StageProfile, encoder_root};
 
-/// A dense layer `x · w + b`, `w` stored (in, out) row-major, or packed for AMX tiles (then
-/// `w` is empty).
+/// A dense layer `x · w + b`.
 struct Dense {
-    w: Vec<f32>,
-    packed: Option<PackedWeights>,
+    w: DenseWeights,
     b: Vec<f32>,
     inp: usize,
     out: usize,
@@ -43,19 +41,16 @@ impl Dense {
         ))
     }
 
-    /// Packs `w` for AMX where [`amx::available`] and the shape allows.
+    /// `w` (in, out) row-major, packed for AMX where [`amx::available`] and the shape allows.
     fn new(w: Vec<f32>, b: Vec<f32>, inp: usize, out: usize) -> Dense {
         let packed = amx::available()
             .then(|| PackedWeights::pack(&w, inp, out))
             .flatten();
-        let w = if packed.is_some() { Vec::new() } else { w };
-        Dense {
-            w,
-            packed,
-            b,
-            inp,
-            out,
-        }
+        let w = match packed {
+            Some(p) => DenseWeights::Amx(p),
+            None => DenseWeights::F32(w),
+        };
+        Dense { w, b, inp, out }
     }
 
     /// `dst = x · w` over `x.len() / inp` rows, without the bias; with `bias_first`, `dst`
@@ -68,11 +63,17 @@ impl Dense {
                 row.copy_from_slice(&self.b);
             }
         }
-        match &self.packed {
-            Some(p) => amx::matmul(dst, x, p, rows, bias_first),
-            None => matmul(dst, x, &self.w, rows, self.inp, self.out, bias_first),
+        match &self.w {
+            DenseWeights::Amx(p) => amx::matmul(dst, x, p, rows, bias_first),
+            DenseWeights::F32(w) => matmul(dst, x, w, rows, self.inp, self.out, bias_first),
         }
     }
+}
+
+/// A dense layer's weights: (in, out) row-major for gemm, or packed in AMX tiles.
+enum DenseWeights {
+    F32(Vec<f32>),
+    Amx(PackedWeights),
 }
 
 /// f32 values starting on a 64-byte cache line: AMX tiles load rows that start on a line
