@@ -68,6 +68,9 @@ pub struct Outcome {
     pub gold_in_sources: bool,
     /// Best dense similarity among the question's retrieved candidates.
     pub best_similarity: Option<f32>,
+    /// The model's probability of replying that the sources do not hold the answer, measured
+    /// before generating; `None` when the model was not asked.
+    pub no_answer_probability: Option<f32>,
     /// Answer sentences, and those a cited source supports.
     pub sentences: usize,
     pub supported_sentences: usize,
@@ -206,6 +209,83 @@ pub fn summarize(model: &str, outcomes: &[Outcome]) -> Summary {
     }
 }
 
+/// One setting of the abstention threshold and what it does to a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AbstainPoint {
+    /// Abstain when the no-answer probability is above this.
+    pub threshold: f32,
+    /// SQuAD v2.0's F1 over all questions: an unanswerable question scores 1 when abstained on.
+    pub squad_f1: f64,
+    /// Mean F1 over answerable questions (an abstention scores 0).
+    pub f1: f64,
+    pub false_abstention: f64,
+    pub abstention_precision: f64,
+    pub abstention_recall: f64,
+}
+
+/// The run's outcomes as if `Ask` had also abstained whenever the no-answer probability was
+/// above `threshold`. Exact only for thresholds no higher than the run's own: a question the
+/// run abstained on by probability has no answer to score.
+pub fn with_abstain_threshold(outcomes: &[Outcome], threshold: f32) -> Vec<Outcome> {
+    outcomes
+        .iter()
+        .map(|o| {
+            let mut o = o.clone();
+            if !o.abstained && o.no_answer_probability.is_some_and(|p| p > threshold) {
+                o.abstained = true;
+                o.cited_gold = None;
+                o.cited_answer = None;
+                o.score("");
+            }
+            o
+        })
+        .collect()
+}
+
+/// The run's metrics at every abstention threshold it can score (each no-answer probability
+/// seen, up to `configured`, the run's own threshold, and `configured` itself), lowest first.
+pub fn abstention_curve(outcomes: &[Outcome], configured: f32) -> Vec<AbstainPoint> {
+    let mut thresholds: Vec<f32> = outcomes
+        .iter()
+        .filter_map(|o| o.no_answer_probability)
+        .filter(|p| *p <= configured)
+        .chain(std::iter::once(configured))
+        .collect();
+    thresholds.sort_by(f32::total_cmp);
+    thresholds.dedup();
+    thresholds
+        .into_iter()
+        .map(|threshold| {
+            let run = with_abstain_threshold(outcomes, threshold);
+            let summary = summarize("", &run);
+            AbstainPoint {
+                threshold,
+                squad_f1: mean(run.iter().map(|o| o.f1)),
+                f1: summary.f1,
+                false_abstention: summary.false_abstention,
+                abstention_precision: summary.abstention_precision,
+                abstention_recall: summary.abstention_recall,
+            }
+        })
+        .collect()
+}
+
+/// The point of `curve` that abstains on the most unanswerable questions while at least
+/// `min_precision` of its abstentions are right (the highest threshold among equals, so no
+/// answer is given up for nothing); `None` when no point reaches that precision.
+pub fn calibrate_abstain_threshold(
+    curve: &[AbstainPoint],
+    min_precision: f64,
+) -> Option<&AbstainPoint> {
+    curve
+        .iter()
+        .filter(|p| p.abstention_precision >= min_precision && p.abstention_recall > 0.0)
+        .fold(None, |best: Option<&AbstainPoint>, p| match best {
+            Some(b) if b.abstention_recall > p.abstention_recall => Some(b),
+            _ => Some(p),
+        })
+}
+
 /// The relevance threshold the dev data supports: the largest similarity that `keep` (e.g.
 /// 0.99) of the answerable questions whose gold paragraph was retrieved still reach, so that
 /// the threshold abstains on at most `1 - keep` of the questions quire could answer. `None`
@@ -314,6 +394,52 @@ mod tests {
         assert_eq!(outcome(&[], false, "Paris").f1, 0.0);
         assert_eq!(outcome(&["Paris"], true, "Paris").f1, 0.0);
         assert_eq!(outcome(&["Paris"], false, "Paris").exact_match, 1.0);
+    }
+
+    #[test]
+    fn abstention_threshold_is_scored_from_the_probabilities_seen() {
+        let with_p = |mut o: Outcome, p: f32| {
+            o.no_answer_probability = Some(p);
+            o
+        };
+        let run = vec![
+            with_p(outcome(&["1932"], false, "1932"), 0.05),
+            with_p(outcome(&["Brenner"], false, "Brenner"), 0.30),
+            with_p(outcome(&[], false, "Tarra"), 0.35),
+            with_p(outcome(&[], false, "Ostby"), 0.60),
+        ];
+        let curve = abstention_curve(&run, 1.0);
+        let thresholds: Vec<f32> = curve.iter().map(|p| p.threshold).collect();
+        assert_eq!(thresholds, vec![0.05, 0.3, 0.35, 0.6, 1.0]);
+        let at = |t: f32| curve.iter().find(|p| p.threshold == t).unwrap();
+        // Above 0.35, only the Ostby question is abstained on.
+        assert_eq!(at(0.35).abstention_recall, 0.5);
+        // Above 0.05, the Brenner question is lost too.
+        assert_eq!(at(0.05).abstention_recall, 1.0);
+        assert_eq!((at(0.05).f1, at(0.05).false_abstention), (0.5, 0.5));
+        // Above 0.3: both answers kept, both unanswerables abstained on.
+        let best = calibrate_abstain_threshold(&curve, 0.8).unwrap();
+        assert_eq!((best.threshold, best.squad_f1), (0.3, 1.0));
+        assert_eq!(
+            (best.abstention_precision, best.false_abstention),
+            (1.0, 0.0)
+        );
+        // Without 0.3, 0.35 is as precise, and 0.05 catches more but at precision 2/3.
+        let without: Vec<AbstainPoint> = curve
+            .iter()
+            .filter(|p| p.threshold != 0.3)
+            .cloned()
+            .collect();
+        let best = calibrate_abstain_threshold(&without, 0.8).unwrap();
+        assert_eq!((best.threshold, best.abstention_recall), (0.35, 0.5));
+        assert!(calibrate_abstain_threshold(&without, 0.99).is_some());
+        assert!(calibrate_abstain_threshold(&without[..1], 0.8).is_none());
+        // A run that already abstained above 0.3 cannot score higher thresholds.
+        let capped: Vec<f32> = abstention_curve(&run, 0.3)
+            .iter()
+            .map(|p| p.threshold)
+            .collect();
+        assert_eq!(capped, vec![0.05, 0.3]);
     }
 
     #[test]

@@ -63,6 +63,11 @@ pub struct EngineConfig {
     /// hit whose dense similarity reaches half of it. `Ask` abstains when no source is relevant.
     /// Default: 0.3.
     pub min_relevance: f32,
+    /// Before generating, `Ask` measures the model's probability of replying that the sources
+    /// do not contain the answer, and abstains when it is above this; 1 turns the check off.
+    /// Default: the value calibrated for the configured LLM and prompt
+    /// ([`crate::prompt::calibrated_abstain_probability`]), or 1 for an LLM from `llm_dir`.
+    pub abstain_probability: Option<f32>,
     /// Tokens the LLM may generate when the request does not say. Default: 256.
     pub max_answer_tokens: usize,
     /// How long `Ask` asks the model to make its answers: `concise` (default; the fewest
@@ -111,6 +116,7 @@ impl Default for EngineConfig {
             max_top_k: 100,
             ask_sources: 5,
             min_relevance: 0.3,
+            abstain_probability: None,
             max_answer_tokens: 256,
             answer_style: AnswerStyle::default(),
             ingest_workers: 2,

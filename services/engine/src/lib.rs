@@ -23,7 +23,7 @@ use quire_index::{
 };
 pub use quire_index::{Filter, MetaCondition, MetaValue, Metadata};
 use quire_ingest::{Chunker, ChunkerConfig, Limits, MediaType};
-use quire_models::{Embedder, GenerationParams, Generator, LlmChoice};
+use quire_models::{Embedder, GenerationParams, Generator, LlmChoice, ReplyProbe, StopReason};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OnceCell, Semaphore, mpsc};
 use tracing::{debug, info};
@@ -166,8 +166,9 @@ pub struct AskQuery {
 pub enum CitationOrigin {
     /// The model wrote the `[n]` marker, and `n` names a source it was given.
     Model,
-    /// The model wrote no valid marker; quire attributed an answer sentence to the source that
-    /// states most of its content words (see [`support`]). No marker is in the text.
+    /// quire attributed an answer sentence to the source that states most of its content
+    /// words (see [`support`]), because no source the model marked it with states it. The text
+    /// holds no marker for it.
     Support,
 }
 
@@ -200,6 +201,10 @@ pub struct Answer {
     /// The best dense similarity among the retrieved candidates, before the relevance gate
     /// (what `min_relevance` is compared with); `None` when nothing was retrieved.
     pub best_similarity: Option<f32>,
+    /// The model's probability, after reading the prompt, of replying exactly
+    /// [`prompt::NOT_FOUND_REPLY`] (what `abstain_probability` is compared with); `None` when
+    /// the model was not asked or cannot be probed.
+    pub no_answer_probability: Option<f32>,
     /// The numbered sources the model saw; `sources[0]` is `[1]`.
     pub sources: Vec<Hit>,
     /// Name of the LLM; empty when it was not called.
@@ -236,6 +241,13 @@ impl Engine {
             .llm
             .parse()
             .map_err(|e: quire_models::Error| Error::InvalidArgument(e.to_string()))?;
+        if let Some(p) = config.abstain_probability
+            && !(0.0..=1.0).contains(&p)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "abstain_probability must be in [0, 1], got {p}"
+            )));
+        }
         if config.chunk_tokens == 0 || config.chunk_overlap_tokens >= config.chunk_tokens {
             return Err(Error::InvalidArgument(format!(
                 "chunk_overlap_tokens ({}) must be smaller than chunk_tokens ({})",
@@ -294,6 +306,16 @@ impl Engine {
     /// The settings in effect.
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// The no-answer probability above which `Ask` abstains before generating: the configured
+    /// one, else the one calibrated for the LLM (1, never, for an LLM from `llm_dir`).
+    pub fn abstain_probability(&self) -> f32 {
+        match (self.config.abstain_probability, &self.config.llm_dir) {
+            (Some(p), _) => p,
+            (None, Some(_)) => 1.0,
+            (None, None) => prompt::calibrated_abstain_probability(self.llm),
+        }
     }
 
     /// The stores, for inspection (tests, stats).
@@ -685,7 +707,11 @@ impl Engine {
                 "top_k must be at most {MAX_ASK_SOURCES} for Ask, got {top_k}"
             )));
         }
-        let params = generation_params(query, self.config.max_answer_tokens)?;
+        let mut params = generation_params(query, self.config.max_answer_tokens)?;
+        params.probe = Some(ReplyProbe {
+            reply: prompt::NOT_FOUND_REPLY.into(),
+            stop_above: self.abstain_probability(),
+        });
         let fusion = self.fusion(None, None, None)?;
         let hits = self
             .hybrid(
@@ -724,6 +750,7 @@ impl Engine {
         })
         .await?;
         let messages = prompt::messages(&question, &blocks, self.config.answer_style);
+        let min_no_answer = self.abstain_probability();
         let generation = blocking(move || {
             let mut on_token = |piece: &str| match &deltas {
                 Some(tx) => tx.blocking_send(piece.to_string()).is_ok(),
@@ -743,16 +770,23 @@ impl Engine {
             retrieve_time,
             time_to_first_token: generation.time_to_first_token,
             generate_time: generation.total,
+            no_answer_probability: generation.probe_probability,
             ..Answer::default()
         };
-        if prompt::is_not_found(&generation.text) {
+        if generation.stop == StopReason::Probe {
+            let p = generation.probe_probability.unwrap_or(1.0);
+            answer.abstained = Some(format!(
+                "the model judged that the sources likely do not hold the answer (probability \
+                 {p:.3} of saying so; threshold {min_no_answer:.3})"
+            ));
+        } else if prompt::is_not_found(&generation.text) {
             answer.abstained = Some("the model found no answer in the sources".into());
         } else if citations::strip_markers(&generation.text).is_empty() {
             answer.abstained = Some("the answer held nothing but citation markers".into());
         } else {
             let texts: Vec<&str> = sources.iter().map(|h| h.chunk.text.as_str()).collect();
             answer.sentences = support::check_sentences(&generation.text, &texts, MIN_SUPPORT);
-            answer.citations = cite(&generation.text, &sources, &answer.sentences);
+            answer.citations = cite(&sources, &answer.sentences);
             if answer.citations.is_empty() {
                 answer.abstained = Some("the answer cited no source that was given".into());
             }
@@ -763,23 +797,24 @@ impl Engine {
     }
 }
 
-/// The checked citations of an answer: the valid `[n]` markers, or, when the model wrote none,
-/// the sources [`support::check_sentences`] attributed its sentences to, in order.
-fn cite(text: &str, sources: &[Hit], sentences: &[support::SentenceSupport]) -> Vec<Citation> {
-    let markers = citations::parse_markers(text);
-    let numbers = citations::valid_sources(&markers, sources.len());
-    let (numbers, origin) = if numbers.is_empty() {
-        (support::cited_sources(sentences), CitationOrigin::Support)
-    } else {
-        (numbers, CitationOrigin::Model)
-    };
-    numbers
+/// The checked citations of an answer: the sources its sentences cite (see
+/// [`support::SentenceSupport::cited`]), in order of first appearance. A source is of origin
+/// [`CitationOrigin::Model`] when a sentence that the model marked with it is cited by it.
+fn cite(sources: &[Hit], sentences: &[support::SentenceSupport]) -> Vec<Citation> {
+    support::cited_sources(sentences)
         .into_iter()
         .filter_map(|n| {
+            let by_model = sentences
+                .iter()
+                .any(|s| s.written.contains(&n) && s.cited.contains(&n));
             sources.get(n - 1).map(|hit| Citation {
                 source: n,
                 hit: hit.clone(),
-                origin,
+                origin: if by_model {
+                    CitationOrigin::Model
+                } else {
+                    CitationOrigin::Support
+                },
             })
         })
         .collect()
@@ -854,6 +889,7 @@ fn generation_params(query: &AskQuery, default_max: usize) -> Result<GenerationP
         temperature,
         top_p: query.top_p,
         seed: query.seed.unwrap_or(defaults.seed),
+        probe: None,
     })
 }
 

@@ -107,8 +107,11 @@ pub fn sentence_spans(text: &str) -> Vec<Range<usize>> {
 pub struct SentenceSupport {
     /// Byte range of the sentence in the answer, markers included.
     pub span: Range<usize>,
-    /// Valid source numbers (1-based) the sentence cites. When the answer has no valid marker
-    /// at all, the source attributed to the sentence by support, if any.
+    /// Valid source numbers (1-based) the sentence's own markers name.
+    pub written: Vec<usize>,
+    /// The sources quire cites for the sentence: those of `written` that state it; when none
+    /// does, the one given source that states the most of it (ties to the better-ranked);
+    /// when no source states it, `written` as it is.
     pub cited: Vec<usize>,
     /// The largest share of the sentence's content words that one cited source contains.
     pub support: f32,
@@ -116,14 +119,12 @@ pub struct SentenceSupport {
     pub supported: bool,
 }
 
-/// Checks every sentence of `answer` against the sources it cites: the share of the
-/// sentence's content words (markers aside) found in its best cited source. A marker standing
-/// alone after a sentence's full stop belongs to that sentence.
+/// Checks every sentence of `answer` against the sources: the share of the sentence's content
+/// words (markers aside) that a source contains. A marker standing alone after a sentence's
+/// full stop belongs to that sentence. A sentence whose markers name no source that states
+/// it is attributed to the source that does (see [`SentenceSupport::cited`]).
 pub fn check_sentences(answer: &str, sources: &[&str], min: f32) -> Vec<SentenceSupport> {
     let markers = citations::parse_markers(answer);
-    let any_valid = markers
-        .iter()
-        .any(|m| (1..=sources.len()).contains(&m.source));
     let mut spans: Vec<Range<usize>> = Vec::new();
     for span in sentence_spans(answer) {
         let marker_only = citations::strip_markers(&answer[span.clone()]).is_empty();
@@ -136,29 +137,36 @@ pub fn check_sentences(answer: &str, sources: &[&str], min: f32) -> Vec<Sentence
         .into_iter()
         .map(|span| {
             let plain = citations::strip_markers(&answer[span.clone()]);
-            let score = |n: usize| support(&plain, sources[n - 1]);
-            let cited: Vec<usize> = if any_valid {
-                let in_span: Vec<citations::Marker> = markers
-                    .iter()
-                    .filter(|m| span.contains(&m.at))
-                    .cloned()
-                    .collect();
-                citations::valid_sources(&in_span, sources.len())
-            } else {
-                (1..=sources.len())
-                    .map(|n| (n, score(n)))
-                    .filter(|(_, s)| *s >= min)
-                    .fold(None::<(usize, f32)>, |best, (n, s)| match best {
-                        Some((_, b)) if b >= s => best,
-                        _ => Some((n, s)),
-                    })
-                    .map(|(n, _)| n)
-                    .into_iter()
-                    .collect()
-            };
+            let scores: Vec<f32> = sources.iter().map(|s| support(&plain, s)).collect();
+            let score = |n: usize| scores[n - 1];
+            let in_span: Vec<citations::Marker> = markers
+                .iter()
+                .filter(|m| span.contains(&m.at))
+                .cloned()
+                .collect();
+            let written = citations::valid_sources(&in_span, sources.len());
+            let mut cited: Vec<usize> = written
+                .iter()
+                .copied()
+                .filter(|&n| score(n) >= min)
+                .collect();
+            if cited.is_empty() {
+                let best = (1..=sources.len()).filter(|&n| score(n) >= min).fold(
+                    None::<usize>,
+                    |best, n| match best {
+                        Some(b) if score(b) >= score(n) => best,
+                        _ => Some(n),
+                    },
+                );
+                cited = match best {
+                    Some(n) => vec![n],
+                    None => written.clone(),
+                };
+            }
             let best = cited.iter().map(|&n| score(n)).fold(0.0, f32::max);
             SentenceSupport {
                 span,
+                written,
                 cited,
                 support: best,
                 supported: best >= min,
@@ -221,16 +229,40 @@ mod tests {
             (checked[0].cited.clone(), checked[0].supported),
             (vec![2], true)
         );
-        // Cites a source that does not state it.
+        // Cites a source that does not state it: the one that does is cited instead.
         assert_eq!(
-            (checked[1].cited.clone(), checked[1].supported),
-            (vec![2], false)
+            (checked[1].written.clone(), checked[1].cited.clone()),
+            (vec![2], vec![1])
         );
+        assert!(checked[1].supported);
         // The marker after the full stop belongs to the sentence before it.
         assert_eq!(&answer[checked[2].span.clone()], "It buried Tarra. [1]");
         assert_eq!(
             (checked[2].cited.clone(), checked[2].supported),
             (vec![1], true)
+        );
+    }
+
+    #[test]
+    fn an_unsupported_citation_is_kept_only_when_no_source_states_the_sentence() {
+        let sources = [
+            "The ferry to Ostby leaves at 7:40 daily.",
+            "Ostby has a ferry, a bridge and a harbour.",
+        ];
+        // A short answer is checked word for word: [2] does not hold "7:40", [1] does.
+        let checked = check_sentences("7:40 [2]", &sources, 0.6);
+        assert_eq!(
+            (checked[0].written.clone(), checked[0].cited.clone()),
+            (vec![2], vec![1])
+        );
+        // Of two cited sources, only the one that states the sentence is kept.
+        let checked = check_sentences("7:40 [1][2]", &sources, 0.6);
+        assert_eq!(checked[0].cited, vec![1]);
+        // Nothing states it: the model's citation stands, flagged unsupported.
+        let checked = check_sentences("Paris is big [2].", &sources, 0.6);
+        assert_eq!(
+            (checked[0].cited.clone(), checked[0].supported),
+            (vec![2], false)
         );
     }
 

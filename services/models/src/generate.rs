@@ -49,6 +49,18 @@ pub struct GenerationParams {
     pub top_p: Option<f64>,
     /// Seed of the sampler: the same seed, prompt and params give the same output.
     pub seed: u64,
+    /// A reply whose probability is measured after the prompt, before anything is generated.
+    pub probe: Option<ReplyProbe>,
+}
+
+/// A reply the model is scored on before it generates (see [`Generation::probe_probability`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyProbe {
+    /// The reply, as the model would write it at the start of its turn.
+    pub reply: String,
+    /// When the reply's probability is above this, nothing is generated
+    /// ([`StopReason::Probe`]); 1 or more never stops.
+    pub stop_above: f32,
 }
 
 impl Default for GenerationParams {
@@ -58,6 +70,7 @@ impl Default for GenerationParams {
             temperature: 0.0,
             top_p: None,
             seed: 42,
+            probe: None,
         }
     }
 }
@@ -73,6 +86,9 @@ pub enum StopReason {
     Cancelled,
     /// The context window is full (prompt + generated tokens).
     ContextFull,
+    /// The probe reply's probability was above [`ReplyProbe::stop_above`]; nothing was
+    /// generated.
+    Probe,
 }
 
 /// The result of [`Generator::generate`].
@@ -88,6 +104,14 @@ pub struct Generation {
     /// From the call to the first sampled token (tokenizing and prompt processing).
     pub time_to_first_token: Duration,
     pub total: Duration,
+    /// The probability the model gave, after the prompt, to writing exactly
+    /// [`ReplyProbe::reply`] (the product of its tokens' probabilities, teacher-forced).
+    /// `None` without a probe, and for models whose KV cache cannot be rolled back
+    /// (safetensors llama).
+    pub probe_probability: Option<f32>,
+    /// The log-probability of each generated token under the model's distribution (before
+    /// temperature or top-p), in order.
+    pub token_logprobs: Vec<f32>,
 }
 
 enum Weights {
@@ -168,15 +192,16 @@ pub struct Generator {
     template: ChatTemplate,
     context_length: usize,
     device: Device,
-    /// KV caches of recent system-message prefixes (most recent last), so prompts that share
+    /// KV caches of recent conversation prefixes (most recent last), so prompts that share
     /// one skip it. Locked only while `weights` is.
     prefixes: Mutex<Vec<CachedPrefix>>,
 }
 
-/// System-message prefixes kept (answer styles and the rerank prompt each have one).
+/// Conversation prefixes kept (answer styles and the rerank prompt each have one).
 const PREFIX_CACHE_ENTRIES: usize = 4;
 
-/// A prompt's token ids and how many lead with the (cacheable) system message.
+/// A prompt's token ids and how many lead with the (cacheable) conversation before its last
+/// message.
 struct Prompt {
     ids: Vec<u32>,
     shared: usize,
@@ -341,7 +366,7 @@ impl Generator {
         })
     }
 
-    /// System-message prefixes whose KV cache is kept for the next prompts that start with
+    /// Conversation prefixes whose KV cache is kept for the next prompts that start with
     /// them (0 for models without a restorable cache).
     pub fn cached_prefixes(&self) -> usize {
         self.prefixes
@@ -410,6 +435,12 @@ impl Generator {
             (params.max_tokens, StopReason::MaxTokens)
         };
 
+        let probe_ids = match &params.probe {
+            Some(p) => self.encode(&p.reply)?,
+            None => Vec::new(),
+        };
+        let mut probe_probability = None;
+        let mut token_logprobs = Vec::new();
         let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling(params));
         let mut stream = TextStream::default();
         let mut generated: Vec<u32> = Vec::new();
@@ -428,6 +459,15 @@ impl Generator {
                 return Ok(());
             }
             let mut logits = self.prefill(&mut weights, &prompt)?;
+            if let Some(probe) = &params.probe {
+                probe_probability = self
+                    .reply_logprob(&mut weights, &logits, &probe_ids, prompt_tokens)?
+                    .map(f32::exp);
+                if probe_probability.is_some_and(|p| p > probe.stop_above) {
+                    stop = StopReason::Probe;
+                    return Ok(());
+                }
+            }
             loop {
                 let next = sampler.sample(&logits).map_err(Error::inference)?;
                 first_token_at.get_or_insert_with(Instant::now);
@@ -435,6 +475,7 @@ impl Generator {
                     stop = StopReason::EndOfText;
                     return Ok(());
                 }
+                token_logprobs.push(logprob_of(&logits, next)?);
                 generated.push(next);
                 if let Some(delta) = stream.push(&self.tok.tokenizer, &generated)?
                     && !on_token(&delta)
@@ -470,7 +511,60 @@ impl Generator {
             stop,
             time_to_first_token: first_token_at.map_or(total, |t| t.duration_since(started)),
             total,
+            probe_probability,
+            token_logprobs,
         })
+    }
+
+    /// The first token of each choice (`None` for one that tokenizes to nothing).
+    fn choice_ids(&self, choices: &[&str]) -> Result<Vec<Option<u32>>, Error> {
+        choices
+            .iter()
+            .map(|c| Ok(self.encode(c)?.first().copied()))
+            .collect()
+    }
+
+    /// The log-probability of the model continuing the cached prompt (`prompt_tokens` long,
+    /// whose last logits are `first`) with exactly `reply`, teacher-forced in one pass. The KV
+    /// cache is as it was after the prompt when this returns. `None` for an empty reply, one
+    /// that does not fit the context, or a model whose cache cannot be rolled back.
+    fn reply_logprob(
+        &self,
+        weights: &mut Weights,
+        first: &Tensor,
+        reply: &[u32],
+        prompt_tokens: usize,
+    ) -> Result<Option<f32>, Error> {
+        let Some(&head) = reply.first() else {
+            return Ok(None);
+        };
+        if prompt_tokens + reply.len() > self.context_length {
+            return Ok(None);
+        }
+        let Some(kv) = weights.snapshot() else {
+            return Ok(None);
+        };
+        let mut total = logprob_of(first, head)?;
+        let rest = &reply[1..];
+        if !rest.is_empty() {
+            let m = weights
+                .qwen2()
+                .ok_or_else(|| Error::Inference("no KV rollback".into()))?;
+            let input = Tensor::new(&reply[..rest.len()], &self.device)
+                .and_then(|t| t.unsqueeze(0))
+                .map_err(Error::inference)?;
+            let logits = m
+                .forward_tail(&input, prompt_tokens, rest.len())
+                .and_then(|l| l.squeeze(0))
+                .and_then(|l| l.to_dtype(DType::F32))
+                .map_err(Error::inference)?;
+            for (i, &id) in rest.iter().enumerate() {
+                let row = logits.get(i).map_err(Error::inference)?;
+                total += logprob_of(&row, id)?;
+            }
+        }
+        weights.restore(&kv).map_err(Error::inference)?;
+        Ok(Some(total))
     }
 
     /// The logit the model gives, as the first token of its reply to `messages`, to the first
@@ -484,10 +578,7 @@ impl Generator {
         choices: &[&str],
     ) -> Result<Vec<f32>, Error> {
         let prompt = self.prompt(messages)?;
-        let choice_ids = choices
-            .iter()
-            .map(|c| Ok(self.encode(c)?.first().copied()))
-            .collect::<Result<Vec<Option<u32>>, Error>>()?;
+        let choice_ids = self.choice_ids(choices)?;
         let mut weights = self
             .weights
             .lock()
@@ -498,19 +589,12 @@ impl Generator {
             tracing::warn!("clearing the KV cache failed: {e}");
         }
         drop(weights);
-        let logits = logits?.to_vec1::<f32>().map_err(Error::inference)?;
-        Ok(choice_ids
-            .into_iter()
-            .map(|id| {
-                id.and_then(|i| logits.get(i as usize).copied())
-                    .unwrap_or(f32::NEG_INFINITY)
-            })
-            .collect())
+        pick_logits(&logits?, &choice_ids)
     }
 
     /// The token ids of the rendered prompt for `messages`, the BOS token first when the model
-    /// wants one, and how many of them are the leading system message's (0 when there is
-    /// none, or when its tokens are not a prefix of the whole prompt's).
+    /// wants one, and how many of them render the messages before the last (0 unless those
+    /// start with a system message and their tokens are a prefix of the whole prompt's).
     ///
     /// Errors: [`Error::ContextOverflow`] when the prompt is empty or leaves no room in the
     /// context for a token of reply.
@@ -528,15 +612,13 @@ impl Generator {
             });
         }
         let mut shared = 0;
-        if let [system, _, ..] = messages
-            && system.role == "system"
+        if let [lead @ .., _] = messages
+            && lead.first().is_some_and(|m| m.role == "system")
         {
-            let text = self
-                .template
-                .render_with(std::slice::from_ref(system), false)?;
-            let system_ids = self.encode(&text)?;
-            if ids[bos..].starts_with(&system_ids) {
-                shared = bos + system_ids.len();
+            let text = self.template.render_with(lead, false)?;
+            let lead_ids = self.encode(&text)?;
+            if ids[bos..].starts_with(&lead_ids) {
+                shared = bos + lead_ids.len();
             }
         }
         Ok(Prompt { ids, shared })
@@ -544,7 +626,7 @@ impl Generator {
 
     /// Runs the prompt from position 0 and returns the last position's logits.
     ///
-    /// The first `prompt.shared` tokens (the system message) always run as their own pass,
+    /// The first `prompt.shared` tokens (the system message and any example turns) always run as their own pass,
     /// and the rest from there in chunks the model can take. That schedule does not depend on
     /// what is cached, so a prefix restored from [`Generator::prefixes`] gives exactly the
     /// logits a fresh pass would; models without a KV snapshot run everything fresh.
@@ -603,6 +685,26 @@ impl Generator {
             .and_then(|l| l.to_dtype(DType::F32))
             .map_err(Error::inference)
     }
+}
+
+/// The log-probability of token `id` under the distribution of `logits` (vocab).
+fn logprob_of(logits: &Tensor, id: u32) -> Result<f32, Error> {
+    candle_nn::ops::log_softmax(logits, candle_core::D::Minus1)
+        .and_then(|l| l.get(id as usize))
+        .and_then(|l| l.to_scalar::<f32>())
+        .map_err(Error::inference)
+}
+
+/// The logit of each id in `ids` (`-inf` for `None` or an id out of range).
+fn pick_logits(logits: &Tensor, ids: &[Option<u32>]) -> Result<Vec<f32>, Error> {
+    let logits = logits.to_vec1::<f32>().map_err(Error::inference)?;
+    Ok(ids
+        .iter()
+        .map(|id| {
+            id.and_then(|i| logits.get(i as usize).copied())
+                .unwrap_or(f32::NEG_INFINITY)
+        })
+        .collect())
 }
 
 /// The id of the largest logit (the greedy choice); copies the logits to the host.
@@ -739,14 +841,18 @@ mod tests {
         Some(Generator::load_dir(dir).unwrap())
     }
 
+    /// A system message and a worked example before the question.
     fn chat(user: &str) -> Vec<ChatMessage> {
         vec![
             ChatMessage::new("system", "You answer from the sources. ".repeat(20)),
+            ChatMessage::new("user", "When did the bridge open?"),
+            ChatMessage::new("assistant", "1932 [1]"),
             ChatMessage::new("user", user),
         ]
     }
 
-    /// A restored system-message prefix gives exactly the logits and tokens a fresh pass does.
+    /// A restored conversation prefix (system message and example turns) gives exactly the
+    /// logits and tokens a fresh pass does.
     #[test]
     fn reused_system_prefix_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -762,7 +868,7 @@ mod tests {
             .first_token_logits(&chat("Is it raining?"), &choices)
             .unwrap();
         assert_eq!(warm.cached_prefixes(), 1);
-        // Another question after the same system message reuses its cache.
+        // Another question after the same system message and example reuses their cache.
         let second = warm
             .first_token_logits(&chat("Who wrote it?"), &choices)
             .unwrap();

@@ -36,7 +36,7 @@ pub use error::Error;
 pub use fetch::{FetchReport, fetch};
 pub use files::{LlmChoice, ModelId, PartsReader};
 pub use generate::{
-    ChatMessage, DecodeTiming, Generation, GenerationParams, Generator, StopReason,
+    ChatMessage, DecodeTiming, Generation, GenerationParams, Generator, ReplyProbe, StopReason,
 };
 pub use gguf_tokenizer::tokenizer_from_gguf;
 pub use hf::export_tokenizer;

@@ -530,7 +530,21 @@ impl Qwen2 {
     /// Logits (batch, 1, vocab) for the last of `ids` (batch, seq), which continue the cached
     /// sequence at position `offset`. The tokens join the cache.
     pub(crate) fn forward(&mut self, ids: &Tensor, offset: usize) -> Result<Tensor> {
+        self.forward_tail(ids, offset, 1)
+    }
+
+    /// Logits (batch, tail, vocab) for the last `tail` of `ids` (batch, seq); otherwise as
+    /// [`Qwen2::forward`]. `tail` must be between 1 and `seq`.
+    pub(crate) fn forward_tail(
+        &mut self,
+        ids: &Tensor,
+        offset: usize,
+        tail: usize,
+    ) -> Result<Tensor> {
         let (_, seq) = ids.dims2()?;
+        if tail == 0 || tail > seq {
+            candle_core::bail!("asked for the logits of {tail} of {seq} positions");
+        }
         let mask = if seq > 1 {
             Some(causal_mask(seq, offset, ids.device())?)
         } else {
@@ -548,7 +562,7 @@ impl Qwen2 {
             let mlp = layer.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
             x = (x + mlp)?;
         }
-        let last = x.narrow(1, seq - 1, 1)?.apply(&self.norm)?;
+        let last = x.narrow(1, seq - tail, tail)?.apply(&self.norm)?;
         self.lm_head.forward(&last)
     }
 

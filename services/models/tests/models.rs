@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
 use quire_models::{
-    ChatMessage, Embedder, Error, GenerationParams, Generator, LlmChoice, PartsReader, StopReason,
-    default_model_dir, tokenizer_from_gguf,
+    ChatMessage, Embedder, Error, GenerationParams, Generator, LlmChoice, PartsReader, ReplyProbe,
+    StopReason, default_model_dir, tokenizer_from_gguf,
 };
 
 fn model_dir() -> PathBuf {
@@ -453,6 +453,70 @@ fn smollm2_answers_from_context_and_streams_the_same_text() {
     assert!(out.time_to_first_token <= out.total);
 }
 
+/// The probe scores a reply by its tokens' probabilities after the prompt: the model's own
+/// greedy reply is likelier than the same reply with its last token changed, and a likely
+/// reply over the stop threshold means nothing is generated.
+#[test]
+fn smollm2_probe_scores_replies_and_can_stop_generation() {
+    let Some(g) = smol() else { return };
+    let probe = |reply: &str, stop_above: f32, max_tokens: usize| {
+        g.generate(
+            &zorvania(),
+            &GenerationParams {
+                max_tokens,
+                probe: Some(ReplyProbe {
+                    reply: reply.into(),
+                    stop_above,
+                }),
+                ..GenerationParams::default()
+            },
+            &mut |_| true,
+        )
+        .unwrap()
+    };
+    // Greedy, the probe does not change what is generated.
+    let plain = g
+        .generate(
+            &zorvania(),
+            &GenerationParams {
+                max_tokens: 6,
+                ..GenerationParams::default()
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+    let own = probe(&plain.text, 1.0, 6);
+    assert_eq!(
+        own.text, plain.text,
+        "the KV cache is rolled back after the probe"
+    );
+    let p_own = own.probe_probability.unwrap();
+    // Teacher-forced in one pass, the reply scores what it scored token by token (up to the
+    // rounding of the quantized kernels, which differ between one token and several).
+    let stepwise: f32 = plain.token_logprobs.iter().sum();
+    assert_eq!(plain.token_logprobs.len(), plain.generated_tokens);
+    assert!(
+        (p_own.ln() - stepwise).abs() < 0.05,
+        "{} vs {stepwise}",
+        p_own.ln()
+    );
+    let words: Vec<&str> = plain.text.split_inclusive(' ').collect();
+    let altered = format!("{}Zebra", words[..words.len() - 1].concat());
+    let p_altered = probe(&altered, 1.0, 1).probe_probability.unwrap();
+    let first = words[0].trim_end();
+    let p_first = probe(first, 1.0, 1).probe_probability.unwrap();
+    eprintln!(
+        "greedy {:?}: {p_own}; {altered:?}: {p_altered}; {:?}: {p_first}",
+        plain.text, first
+    );
+    assert!(p_own > 0.0 && p_own <= p_first && p_first <= 1.0);
+    assert!(p_altered < p_own / 10.0, "{p_altered} vs {p_own}");
+    // Over the threshold, nothing is generated.
+    let stopped = probe(&plain.text, p_own / 2.0, 6);
+    assert_eq!(stopped.stop, StopReason::Probe);
+    assert_eq!((stopped.text.as_str(), stopped.generated_tokens), ("", 0));
+}
+
 #[test]
 fn smollm2_same_seed_same_output() {
     let Some(g) = smol() else { return };
@@ -465,6 +529,7 @@ fn smollm2_same_seed_same_output() {
         temperature: 0.9,
         top_p: Some(0.95),
         seed: 7,
+        probe: None,
     };
     let a = g.generate(&msgs, &params, &mut |_| true).unwrap();
     let b = g.generate(&msgs, &params, &mut |_| true).unwrap();
@@ -733,6 +798,7 @@ fn safetensors_model_generates_text_with_the_exported_chat_template() {
         temperature: 0.8,
         top_p: Some(0.9),
         seed: 5,
+        probe: None,
     };
     let mut streamed = String::new();
     let a = g

@@ -44,6 +44,10 @@ pub struct AnswersArgs {
     /// Seed of the question sample.
     #[arg(long, default_value_t = 17)]
     seed: u64,
+    /// Skip this many questions of the seeded order first, so that a calibration sample
+    /// (`--offset 300`) shares no question with the report sample (`--offset 0`).
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
     /// Sources given to the model; 0 means the configured default.
     #[arg(long, default_value_t = 0)]
     top_k: usize,
@@ -74,6 +78,10 @@ pub struct AnswersArgs {
     /// Relevance threshold below which Ask abstains. Default: the configured one.
     #[arg(long, env = "QUIRE_MIN_RELEVANCE")]
     min_relevance: Option<f32>,
+    /// Abstain when the model's probability of replying that the sources do not hold the
+    /// answer is above this; 1 turns it off. Default: the configured one.
+    #[arg(long, env = "QUIRE_ABSTAIN_PROBABILITY")]
+    abstain_probability: Option<f32>,
 }
 
 #[derive(Args)]
@@ -415,9 +423,20 @@ async fn answers(config: &EngineConfig, args: AnswersArgs) -> Result<ExitCode, B
     if let Some(min) = args.min_relevance {
         config.min_relevance = min;
     }
+    if let Some(p) = args.abstain_probability {
+        config.abstain_probability = Some(p);
+    }
     let config = &config;
     let (version, articles) = squad::read(&args.squad)?;
-    let questions = answers::sample(&articles, args.seed, args.limit);
+    let questions: Vec<_> = answers::sample(&articles, args.seed, 0)
+        .into_iter()
+        .skip(args.offset)
+        .take(if args.limit == 0 {
+            usize::MAX
+        } else {
+            args.limit
+        })
+        .collect();
     let stem = args
         .squad
         .file_stem()
@@ -457,6 +476,7 @@ async fn answers(config: &EngineConfig, args: AnswersArgs) -> Result<ExitCode, B
     let (tally, ingest_s) = store.ingest(&stem, corpus, args.in_flight).await?;
     let engine = &store.engine;
     engine.load_generator().await?;
+    let abstain_probability = engine.abstain_probability();
 
     let bar = indicatif::ProgressBar::new(questions.len() as u64).with_style(
         indicatif::ProgressStyle::with_template("ask {bar:30} {pos}/{len}, {per_sec}, eta {eta}")?,
@@ -518,17 +538,42 @@ async fn answers(config: &EngineConfig, args: AnswersArgs) -> Result<ExitCode, B
         "ingest_s": ingest_s,
         "limit": args.limit,
         "seed": args.seed,
+        "offset": args.offset,
         "asked": questions.len(),
         "ask_failed": failed,
         "llm": model,
         "sources": sources,
         "max_tokens": args.max_tokens.unwrap_or(config.max_answer_tokens),
         "min_relevance": config.min_relevance,
+        "abstain_probability": abstain_probability,
         "retrieval_mode": config.retrieval_mode.name(),
         "prompt_version": prompt::PROMPT_VERSION,
         "answer_style": config.answer_style,
     });
     let table = answers::markdown(std::slice::from_ref(&summary));
+    let curve = answers::abstention_curve(&outcomes, abstain_probability);
+    let best = answers::calibrate_abstain_threshold(&curve, CALIBRATION_PRECISION);
+    let abstain_line = match best {
+        Some(b) => format!(
+            "Abstention threshold supported by this data: {:.4} (the no-answer probability above \
+             which abstaining catches the most unanswerable questions at abstention precision \
+             ≥ {CALIBRATION_PRECISION}: there precision {:.3}, recall {:.3}, F1 {:.3}, false \
+             abstention {:.3}, SQuAD v2.0 F1 over all questions {:.3}). Configured: {:.4}.\n",
+            b.threshold,
+            b.abstention_precision,
+            b.abstention_recall,
+            b.f1,
+            b.false_abstention,
+            b.squad_f1,
+            abstain_probability
+        ),
+        None if summary.unanswerable > 0 => format!(
+            "No abstention threshold at or below the configured {:.4} keeps abstention \
+             precision ≥ {CALIBRATION_PRECISION} on this data.\n",
+            abstain_probability
+        ),
+        None => String::new(),
+    };
     let calibration = match (threshold, unanswerable_below) {
         (Some(t), Some((below, of))) => format!(
             "Relevance threshold supported by this data: {t:.3} (the best-candidate similarity \
@@ -540,9 +585,11 @@ async fn answers(config: &EngineConfig, args: AnswersArgs) -> Result<ExitCode, B
         _ => String::new(),
     };
     let md = format!(
-        "# Answers on {stem} ({} questions, seed {})\n\n{table}\n{calibration}\nSettings: `{settings}`\n",
+        "# Answers on {stem} ({} questions, seed {}, offset {})\n\n{table}\n{calibration}\n\
+         {abstain_line}\nSettings: `{settings}`\n",
         questions.len(),
-        args.seed
+        args.seed,
+        args.offset
     );
     std::fs::write(path("md"), &md)?;
     std::fs::write(
@@ -551,6 +598,8 @@ async fn answers(config: &EngineConfig, args: AnswersArgs) -> Result<ExitCode, B
             "settings": settings,
             "summary": summary,
             "calibrated_min_relevance": threshold,
+            "calibrated_abstain_probability": best,
+            "abstention_curve": curve,
         }))?,
     )?;
     std::fs::write(
@@ -558,7 +607,7 @@ async fn answers(config: &EngineConfig, args: AnswersArgs) -> Result<ExitCode, B
         answers::svg(&format!("quire answers on {stem}"), &[summary]),
     )?;
     println!(
-        "\n{table}\n{calibration}written to {}",
+        "\n{table}\n{calibration}{abstain_line}written to {}",
         path("md").display()
     );
     Ok(if failed > 0 || tally.failed > 0 {
@@ -567,6 +616,9 @@ async fn answers(config: &EngineConfig, args: AnswersArgs) -> Result<ExitCode, B
         ExitCode::SUCCESS
     })
 }
+
+/// Abstention precision the calibrated abstention threshold must keep.
+const CALIBRATION_PRECISION: f64 = 0.8;
 
 /// Share of answerable questions the calibrated relevance threshold must let through.
 const CALIBRATION_KEEP: f64 = 0.99;
@@ -600,6 +652,7 @@ fn outcome(q: &Sampled, answer: &Answer, total_ms: f64) -> answers::Outcome {
             .iter()
             .any(|h| h.chunk.document_id == q.document_id),
         best_similarity: answer.best_similarity,
+        no_answer_probability: answer.no_answer_probability,
         sentences: answer.sentences.len(),
         supported_sentences: answer.sentences.iter().filter(|s| s.supported).count(),
         prompt_tokens: answer.prompt_tokens,

@@ -118,6 +118,10 @@ struct EngineArgs {
     /// Relevance threshold below which Ask abstains.
     #[arg(long, env = "QUIRE_MIN_RELEVANCE")]
     min_relevance: Option<f32>,
+    /// Ask abstains when the model's probability of replying that the sources do not hold the
+    /// answer is above this (1 turns the check off).
+    #[arg(long, env = "QUIRE_ABSTAIN_PROBABILITY")]
+    abstain_probability: Option<f32>,
     /// Answer style for Ask: `concise` or `sentences`.
     #[arg(long, env = "QUIRE_ANSWER_STYLE")]
     answer_style: Option<AnswerStyle>,
@@ -165,6 +169,9 @@ impl EngineArgs {
         }
         if let Some(v) = self.min_relevance {
             e.min_relevance = v;
+        }
+        if let Some(v) = self.abstain_probability {
+            e.abstain_probability = Some(v);
         }
         if let Some(v) = self.answer_style {
             e.answer_style = v;

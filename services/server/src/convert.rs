@@ -240,12 +240,14 @@ pub fn answer(a: Answer) -> pb::AskResponse {
                 end: s.span.end as u64,
             }),
             cited: s.cited.into_iter().map(|n| n as u32).collect(),
+            written: s.written.into_iter().map(|n| n as u32).collect(),
             support: s.support,
             supported: s.supported,
         })
         .collect();
     pb::AskResponse {
         sentences,
+        no_answer_probability: a.no_answer_probability,
         answer: a.text,
         citations,
         abstained: a.abstained.is_some(),

@@ -472,6 +472,72 @@ async fn instructions_inside_a_document_do_not_change_the_answer_or_its_citation
     server.stop().await;
 }
 
+/// The model's probability of replying "not in the sources" is reported with every answer,
+/// and above `abstain_probability` quire abstains without generating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_abstains_before_generating_when_the_model_likely_finds_no_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = pb::AskRequest {
+        collection: "test".into(),
+        question: "Who won the Halvard Open chess tournament in 2019?".into(),
+        top_k: 3,
+        generation: Some(pb::GenerationOptions {
+            max_tokens: Some(32),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let server = TestServer::start(dir.path()).await;
+    ingest_corpus(&mut server.ingest_client().await).await;
+    let open = server
+        .query_client()
+        .await
+        .ask(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    server.stop().await;
+    let p = open.no_answer_probability.expect("probability reported");
+    assert!(p > 0.0 && p < 1.0, "{p}");
+    assert!(open.usage.unwrap().completion_tokens > 0);
+
+    let ask_with = |threshold: f32| {
+        let (dir, request) = (dir.path().to_path_buf(), request.clone());
+        async move {
+            let server =
+                TestServer::start_with(&dir, |c| c.abstain_probability = Some(threshold)).await;
+            let answer = server
+                .query_client()
+                .await
+                .ask(request)
+                .await
+                .unwrap()
+                .into_inner();
+            server.stop().await;
+            answer
+        }
+    };
+    let gated = ask_with(p / 2.0).await;
+    assert!(gated.abstained, "{gated:#?}");
+    assert!(
+        gated.abstain_reason.contains("probability"),
+        "{}",
+        gated.abstain_reason
+    );
+    assert_eq!(gated.no_answer_probability, Some(p), "deterministic");
+    assert!(gated.answer.is_empty() && gated.citations.is_empty());
+    assert_eq!(gated.usage.unwrap().completion_tokens, 0);
+    assert!(
+        !gated.sources.is_empty(),
+        "the sources read are still reported"
+    );
+
+    let open_again = ask_with((p * 2.0).min(1.0)).await;
+    assert_eq!(open_again.answer, open.answer);
+    assert_eq!(open_again.abstained, open.abstained);
+    drop(dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ask_abstains_when_nothing_relevant_is_retrieved() {
     let dir = tempfile::tempdir().unwrap();
