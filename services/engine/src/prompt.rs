@@ -17,7 +17,7 @@ pub const PROMPT_VERSION: &str = "answer-v4";
 /// while at least 80% of its abstentions are on unanswerable ones. SmolLM2 is not calibrated.
 pub fn calibrated_abstain_probability(llm: LlmChoice) -> f32 {
     match llm {
-        LlmChoice::Qwen25Coder1_5B => 0.0124,
+        LlmChoice::Qwen25Coder1_5B => 0.0194,
         LlmChoice::SmolLm2_135M => 1.0,
     }
 }
