@@ -21,9 +21,10 @@ pub fn paragraph_id(a: usize, p: usize) -> String {
     format!("a{a:03}-p{p:03}")
 }
 
-/// Every question of `articles`, shuffled with `seed`, the first `limit` of them (all when
-/// `limit` is 0). The same file, seed and limit always give the same sample.
-pub fn sample(articles: &[Article], seed: u64, limit: usize) -> Vec<Sampled> {
+/// Every question of `articles`, shuffled with `seed`; after the first `offset` of that order,
+/// the next `limit` (all when `limit` is 0). The same file, seed, offset and limit always give
+/// the same sample, and samples of one seed at disjoint offsets share no question.
+pub fn sample(articles: &[Article], seed: u64, offset: usize, limit: usize) -> Vec<Sampled> {
     let mut all: Vec<Sampled> = Vec::new();
     for (a, article) in articles.iter().enumerate() {
         for (p, paragraph) in article.paragraphs.iter().enumerate() {
@@ -42,7 +43,12 @@ pub fn sample(articles: &[Article], seed: u64, limit: usize) -> Vec<Sampled> {
             }
         }
     }
-    crate::seeded_sample(all, seed, limit)
+    let mut order = crate::seeded_sample(all, seed, 0);
+    order.drain(..offset.min(order.len()));
+    if limit > 0 {
+        order.truncate(limit);
+    }
+    order
 }
 
 /// What one question produced through the real `Ask` path.
@@ -496,16 +502,22 @@ mod tests {
         let path = dir.path().join("s.json");
         std::fs::write(&path, json).unwrap();
         let (_, articles) = squad::read(&path).unwrap();
-        let a = sample(&articles, 7, 2);
-        let b = sample(&articles, 7, 2);
+        let a = sample(&articles, 7, 0, 2);
+        let b = sample(&articles, 7, 0, 2);
         assert_eq!(a.len(), 2);
         assert_eq!(
             a.iter().map(|s| &s.id).collect::<Vec<_>>(),
             b.iter().map(|s| &s.id).collect::<Vec<_>>()
         );
         assert!(a.iter().all(|s| s.document_id == "a000-p000"));
-        let all = sample(&articles, 7, 0);
+        let all = sample(&articles, 7, 0, 0);
         assert_eq!(all.len(), 3);
         assert!(all.iter().any(|s| s.id == "2" && s.golds.is_empty()));
+        // The first `limit` of the seeded order, and the rest after an offset: no overlap.
+        let ids = |v: &[Sampled]| v.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&a), ids(&all[..2]));
+        let rest = sample(&articles, 7, 2, 5);
+        assert_eq!(ids(&rest), ids(&all[2..]));
+        assert!(sample(&articles, 7, 9, 0).is_empty());
     }
 }

@@ -707,10 +707,11 @@ impl Engine {
                 "top_k must be at most {MAX_ASK_SOURCES} for Ask, got {top_k}"
             )));
         }
+        let min_no_answer = self.abstain_probability();
         let mut params = generation_params(query, self.config.max_answer_tokens)?;
         params.probe = Some(ReplyProbe {
             reply: prompt::NOT_FOUND_REPLY.into(),
-            stop_above: self.abstain_probability(),
+            stop_above: min_no_answer,
         });
         let fusion = self.fusion(None, None, None)?;
         let hits = self
@@ -750,7 +751,6 @@ impl Engine {
         })
         .await?;
         let messages = prompt::messages(&question, &blocks, self.config.answer_style);
-        let min_no_answer = self.abstain_probability();
         let generation = blocking(move || {
             let mut on_token = |piece: &str| match &deltas {
                 Some(tx) => tx.blocking_send(piece.to_string()).is_ok(),

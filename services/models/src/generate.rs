@@ -516,14 +516,6 @@ impl Generator {
         })
     }
 
-    /// The first token of each choice (`None` for one that tokenizes to nothing).
-    fn choice_ids(&self, choices: &[&str]) -> Result<Vec<Option<u32>>, Error> {
-        choices
-            .iter()
-            .map(|c| Ok(self.encode(c)?.first().copied()))
-            .collect()
-    }
-
     /// The log-probability of the model continuing the cached prompt (`prompt_tokens` long,
     /// whose last logits are `first`) with exactly `reply`, teacher-forced in one pass. The KV
     /// cache is as it was after the prompt when this returns. `None` for an empty reply, one
@@ -541,15 +533,13 @@ impl Generator {
         if prompt_tokens + reply.len() > self.context_length {
             return Ok(None);
         }
-        let Some(kv) = weights.snapshot() else {
+        let Some(m) = weights.qwen2() else {
             return Ok(None);
         };
+        let kv = m.kv_snapshot();
         let mut total = logprob_of(first, head)?;
         let rest = &reply[1..];
         if !rest.is_empty() {
-            let m = weights
-                .qwen2()
-                .ok_or_else(|| Error::Inference("no KV rollback".into()))?;
             let input = Tensor::new(&reply[..rest.len()], &self.device)
                 .and_then(|t| t.unsqueeze(0))
                 .map_err(Error::inference)?;
@@ -563,7 +553,7 @@ impl Generator {
                 total += logprob_of(&row, id)?;
             }
         }
-        weights.restore(&kv).map_err(Error::inference)?;
+        m.restore_kv(&kv).map_err(Error::inference)?;
         Ok(Some(total))
     }
 
@@ -578,7 +568,10 @@ impl Generator {
         choices: &[&str],
     ) -> Result<Vec<f32>, Error> {
         let prompt = self.prompt(messages)?;
-        let choice_ids = self.choice_ids(choices)?;
+        let choice_ids = choices
+            .iter()
+            .map(|c| Ok(self.encode(c)?.first().copied()))
+            .collect::<Result<Vec<Option<u32>>, Error>>()?;
         let mut weights = self
             .weights
             .lock()
@@ -589,7 +582,14 @@ impl Generator {
             tracing::warn!("clearing the KV cache failed: {e}");
         }
         drop(weights);
-        pick_logits(&logits?, &choice_ids)
+        let logits = logits?.to_vec1::<f32>().map_err(Error::inference)?;
+        Ok(choice_ids
+            .into_iter()
+            .map(|id| {
+                id.and_then(|i| logits.get(i as usize).copied())
+                    .unwrap_or(f32::NEG_INFINITY)
+            })
+            .collect())
     }
 
     /// The token ids of the rendered prompt for `messages`, the BOS token first when the model
@@ -626,8 +626,8 @@ impl Generator {
 
     /// Runs the prompt from position 0 and returns the last position's logits.
     ///
-    /// The first `prompt.shared` tokens (the system message and any example turns) always run as their own pass,
-    /// and the rest from there in chunks the model can take. That schedule does not depend on
+    /// The first `prompt.shared` tokens (the system message and any example turns) always run
+    /// as their own pass, and the rest from there in chunks the model can take. That schedule does not depend on
     /// what is cached, so a prefix restored from [`Generator::prefixes`] gives exactly the
     /// logits a fresh pass would; models without a KV snapshot run everything fresh.
     fn prefill(&self, weights: &mut Weights, prompt: &Prompt) -> Result<Tensor, Error> {
@@ -693,18 +693,6 @@ fn logprob_of(logits: &Tensor, id: u32) -> Result<f32, Error> {
         .and_then(|l| l.get(id as usize))
         .and_then(|l| l.to_scalar::<f32>())
         .map_err(Error::inference)
-}
-
-/// The logit of each id in `ids` (`-inf` for `None` or an id out of range).
-fn pick_logits(logits: &Tensor, ids: &[Option<u32>]) -> Result<Vec<f32>, Error> {
-    let logits = logits.to_vec1::<f32>().map_err(Error::inference)?;
-    Ok(ids
-        .iter()
-        .map(|id| {
-            id.and_then(|i| logits.get(i as usize).copied())
-                .unwrap_or(f32::NEG_INFINITY)
-        })
-        .collect())
 }
 
 /// The id of the largest logit (the greedy choice); copies the logits to the host.

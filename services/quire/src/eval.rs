@@ -428,15 +428,7 @@ async fn answers(config: &EngineConfig, args: AnswersArgs) -> Result<ExitCode, B
     }
     let config = &config;
     let (version, articles) = squad::read(&args.squad)?;
-    let questions: Vec<_> = answers::sample(&articles, args.seed, 0)
-        .into_iter()
-        .skip(args.offset)
-        .take(if args.limit == 0 {
-            usize::MAX
-        } else {
-            args.limit
-        })
-        .collect();
+    let questions = answers::sample(&articles, args.seed, args.offset, args.limit);
     let stem = args
         .squad
         .file_stem()
