@@ -55,5 +55,9 @@ print(f"| | generation tok/s | {q['decode_tokens_per_s']:.1f} | {l['decode_token
       f"{q['decode_tokens_per_s'] / l['decode_tokens_per_s']:.2f}x |")
 print(f"| | peak memory MiB | {qm:.0f} | {lm:.0f} | {qm / lm:.2f}x |")
 print(f"| | greedy tokens equal | {l['same_tokens_as_quire']} of {l['new_tokens']} | | |")
+# Equal counts can be inflated by both engines falling into the same end-token loop; the
+# first position where they part says how long they really agree.
+part = next((i for i, (a, b) in enumerate(zip(q["tokens"], l["tokens"])) if a != b), None)
+print(f"| | first differing token | {'none' if part is None else part} | | |")
 PY
 done

@@ -147,8 +147,8 @@ impl Weights {
     }
 
     /// The KV cache as it is, for models that can restore one.
-    fn snapshot(&mut self) -> Option<KvSnapshot> {
-        self.qwen2().map(|m| m.kv_snapshot())
+    fn snapshot(&mut self) -> candle_core::Result<Option<KvSnapshot>> {
+        self.qwen2().map(|m| m.kv_snapshot()).transpose()
     }
 
     fn restore(&mut self, kv: &KvSnapshot) -> candle_core::Result<()> {
@@ -536,7 +536,7 @@ impl Generator {
         let Some(m) = weights.qwen2() else {
             return Ok(None);
         };
-        let kv = m.kv_snapshot();
+        let held = m.kv_len();
         let mut total = logprob_of(first, head)?;
         let rest = &reply[1..];
         if !rest.is_empty() {
@@ -553,7 +553,7 @@ impl Generator {
                 total += logprob_of(&row, id)?;
             }
         }
-        m.restore_kv(&kv).map_err(Error::inference)?;
+        m.truncate_kv(held).map_err(Error::inference)?;
         Ok(Some(total))
     }
 
@@ -648,7 +648,7 @@ impl Generator {
                 }
                 None => {
                     self.run_chunks(weights, prefix, 0)?;
-                    if let Some(kv) = weights.snapshot() {
+                    if let Some(kv) = weights.snapshot().map_err(Error::inference)? {
                         if cache.len() >= PREFIX_CACHE_ENTRIES {
                             cache.remove(0);
                         }

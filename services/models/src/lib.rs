@@ -22,6 +22,7 @@ mod embed;
 mod error;
 mod fetch;
 mod files;
+mod gemv;
 mod generate;
 mod gguf_tokenizer;
 mod hf;

@@ -12,9 +12,12 @@
 //! - candle's quantized Qwen2 expands the token-embedding table to f32 (151,936 × 1,536:
 //!   933 MB for Qwen2.5-1.5B). Here, on the CPU, the table stays quantized and only the rows
 //!   of the tokens being read are dequantized; the tied output head shares it.
-//! - In decode (one token), the Q, K and V projections, and the MLP's gate and up, each read
-//!   one input: with quantized weights of one type they run as one fused matrix-vector pass
+//! - In decode (one token), Q4_K matrices are read as stored, not through candle's larger
+//!   repacked copy ([`crate::gemv`]). The Q, K and V projections, and the MLP's gate and up,
+//!   of other quantized types run as one fused matrix-vector pass
 //!   (`QTensor::gemv_fused_shared_lhs`), quantizing the input once.
+//! - The KV cache is written in place into buffers with room to grow ([`KvCache`]): a decode
+//!   step appends one position instead of copying the whole cache.
 //! - Grouped-query attention reads each KV head once for all the query heads it serves,
 //!   instead of copying K and V per query head (candle's `repeat_kv`): for Qwen2.5-1.5B that
 //!   copy moved six times the KV cache for every token.
@@ -106,7 +109,17 @@ impl Proj {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Proj::Dense(l) => l.forward(x),
-            Proj::Quant(w, b) => Self::add_bias(w.forward(x)?, b.as_ref()),
+            Proj::Quant(w, b) => {
+                let row = match w {
+                    QMatMul::QTensor(t) => crate::gemv::q4k_row(t, x)?,
+                    _ => None,
+                };
+                let y = match row {
+                    Some(y) => y,
+                    None => w.forward(x)?,
+                };
+                Self::add_bias(y, b.as_ref())
+            }
         }
     }
 
@@ -131,7 +144,12 @@ impl Proj {
         let rows: usize = x.dims().iter().rev().skip(1).product();
         let qs: Option<Vec<&QTensor>> = projs.iter().map(|p| p.qtensor()).collect();
         let fused = match qs {
-            Some(qs) if rows == 1 && qs.windows(2).all(|w| w[0].dtype() == w[1].dtype()) => {
+            Some(qs)
+                if rows == 1
+                    && qs.windows(2).all(|w| w[0].dtype() == w[1].dtype())
+                    // Q4_K rows read the compact weights instead (`crate::gemv`).
+                    && qs.first().is_some_and(|q| q.dtype() != GgmlDType::Q4K) =>
+            {
                 QTensor::gemv_fused_shared_lhs(&qs, &x.contiguous()?)?
             }
             _ => None,
@@ -247,7 +265,87 @@ struct Attention {
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
-    cache: Option<(Tensor, Tensor)>,
+    cache: Option<KvCache>,
+}
+
+/// One layer's keys and values, written in place into buffers with room for more tokens, so
+/// a decode step appends one position instead of copying the whole cache.
+struct KvCache {
+    /// (batch, kv_heads, capacity, head_dim) each; positions `..len` hold tokens.
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+/// Buffers grow to a multiple of this many positions (and at least double).
+const KV_STEP: usize = 256;
+
+impl KvCache {
+    /// Appends `k` and `v` (batch, kv_heads, seq, head_dim) at position `offset`, which must
+    /// be the number of tokens held, and returns views of every held position.
+    fn append(
+        slot: &mut Option<KvCache>,
+        k: &Tensor,
+        v: &Tensor,
+        offset: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        let held = slot.as_ref().map_or(0, |c| c.len);
+        if offset != held {
+            candle_core::bail!("position {offset} does not follow the {held} cached tokens");
+        }
+        let seq = k.dim(2)?;
+        let cache = KvCache::reserve(slot, k, held + seq)?;
+        cache.k.slice_set(&k.contiguous()?, 2, held)?;
+        cache.v.slice_set(&v.contiguous()?, 2, held)?;
+        cache.len = held + seq;
+        Ok((
+            cache.k.narrow(2, 0, cache.len)?,
+            cache.v.narrow(2, 0, cache.len)?,
+        ))
+    }
+
+    /// The cache in `slot`, with buffers shaped like `like` (batch, kv_heads, _, head_dim)
+    /// and room for `needed` positions; held positions are kept.
+    fn reserve<'a>(
+        slot: &'a mut Option<KvCache>,
+        like: &Tensor,
+        needed: usize,
+    ) -> Result<&'a mut KvCache> {
+        let capacity = slot.as_ref().map_or(0, |c| c.k.dim(2).unwrap_or(0));
+        if needed > capacity {
+            let (b, heads, _, d) = like.dims4()?;
+            let room = needed.max(2 * capacity).next_multiple_of(KV_STEP);
+            let fresh = |old: Option<&Tensor>, len: usize| -> Result<Tensor> {
+                let t = Tensor::zeros((b, heads, room, d), like.dtype(), like.device())?;
+                if let Some(old) = old.filter(|_| len > 0) {
+                    t.slice_set(&old.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+                }
+                Ok(t)
+            };
+            let len = slot.as_ref().map_or(0, |c| c.len);
+            *slot = Some(KvCache {
+                k: fresh(slot.as_ref().map(|c| &c.k), len)?,
+                v: fresh(slot.as_ref().map(|c| &c.v), len)?,
+                len,
+            });
+        }
+        slot.as_mut()
+            .ok_or_else(|| candle_core::Error::Msg("KV cache missing after reserve".into()))
+    }
+
+    /// A copy of the held positions, unaffected by later writes.
+    fn snapshot(&self) -> Result<(Tensor, Tensor)> {
+        let held = |t: &Tensor| {
+            let t = t.narrow(2, 0, self.len)?;
+            // A narrow that spans the whole buffer is the buffer itself: copy it.
+            if t.is_contiguous() {
+                t.copy()
+            } else {
+                t.contiguous()
+            }
+        };
+        Ok((held(&self.k)?, held(&self.v)?))
+    }
 }
 
 impl Attention {
@@ -289,11 +387,7 @@ impl Attention {
         let k = heads(k, self.kv_heads)?;
         let v = heads(v, self.kv_heads)?;
         let (q, k) = rotary.apply(&q, &k, offset)?;
-        let (k, v) = match &self.cache {
-            Some((ck, cv)) => (Tensor::cat(&[ck, &k], 2)?, Tensor::cat(&[cv, &v], 2)?),
-            None => (k, v),
-        };
-        self.cache = Some((k.clone(), v.clone()));
+        let (k, v) = KvCache::append(&mut self.cache, &k, &v, offset)?;
         attend(&q, &k, &v, mask, self.kv_heads)?
             .transpose(1, 2)?
             .reshape((b, seq, self.heads * self.head_dim))
@@ -566,19 +660,52 @@ impl Qwen2 {
         self.lm_head.forward(&last)
     }
 
-    /// The KV cache as it is now: cheap (tensors are shared, and later tokens are appended to
-    /// new tensors, so the snapshot does not change).
-    pub(crate) fn kv_snapshot(&self) -> KvSnapshot {
-        KvSnapshot(self.layers.iter().map(|l| l.attn.cache.clone()).collect())
+    /// A copy of the KV cache as it is now (the held positions only), unaffected by later
+    /// tokens.
+    pub(crate) fn kv_snapshot(&self) -> Result<KvSnapshot> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| l.attn.cache.as_ref().map(KvCache::snapshot).transpose())
+            .collect::<Result<_>>()?;
+        Ok(KvSnapshot(layers))
     }
 
-    /// Replaces the KV cache with `snapshot`; the next token goes at the position after it.
+    /// Replaces the KV cache with a copy of `snapshot`; the next token goes at the position
+    /// after it.
     pub(crate) fn restore_kv(&mut self, snapshot: &KvSnapshot) -> Result<()> {
         if snapshot.0.len() != self.layers.len() {
             candle_core::bail!("KV snapshot of another model");
         }
         for (layer, kv) in self.layers.iter_mut().zip(&snapshot.0) {
-            layer.attn.cache = kv.clone();
+            let slot = &mut layer.attn.cache;
+            if let Some(c) = slot.as_mut() {
+                c.len = 0;
+            }
+            if let Some((k, v)) = kv {
+                KvCache::append(slot, k, v, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tokens held in the KV cache.
+    pub(crate) fn kv_len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.attn.cache.as_ref())
+            .map_or(0, |c| c.len)
+    }
+
+    /// Forgets the cached tokens after the first `len` (no copy); the next token goes at
+    /// position `len`.
+    pub(crate) fn truncate_kv(&mut self, len: usize) -> Result<()> {
+        for layer in &mut self.layers {
+            match layer.attn.cache.as_mut() {
+                Some(c) if len <= c.len => c.len = len,
+                _ if len == 0 => {}
+                _ => candle_core::bail!("cannot keep {len} KV positions: fewer are held"),
+            }
         }
         Ok(())
     }
@@ -625,6 +752,46 @@ mod tests {
     }
 
     /// Grouped attention equals attention over K and V repeated for every query head.
+    /// Appending across a buffer's end keeps every position; a snapshot is a copy that later
+    /// writes do not change; truncating drops only the positions after the cut.
+    #[test]
+    fn kv_cache_grows_in_place_and_snapshots_are_copies() {
+        let cpu = Device::Cpu;
+        let block = |start: usize, len: usize| {
+            let v: Vec<f32> = (start..start + len)
+                .flat_map(|p| (0..2 * 4).map(move |i| (p * 10 + i) as f32))
+                .collect();
+            // (batch, kv_heads, positions, head_dim); value = position * 10 + (head, dim).
+            Tensor::from_vec(v, (len, 2, 4), &cpu)
+                .and_then(|t| t.transpose(0, 1))
+                .and_then(|t| t.unsqueeze(0))
+                .and_then(|t| t.contiguous())
+                .unwrap()
+        };
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut slot = None;
+        KvCache::append(&mut slot, &block(0, 250), &block(0, 250), 0).unwrap();
+        let (k, _) = KvCache::append(&mut slot, &block(250, 10), &block(250, 10), 250).unwrap();
+        assert_eq!(k.dims(), &[1, 2, 260, 4]);
+        assert_eq!(flat(&k), flat(&block(0, 260)));
+        assert!(
+            slot.as_ref().unwrap().k.dim(2).unwrap() >= 512,
+            "grew by at least double"
+        );
+        // A position that does not follow the cache is refused.
+        assert!(KvCache::append(&mut slot, &block(0, 1), &block(0, 1), 7).is_err());
+
+        let (snap_k, _) = slot.as_ref().unwrap().snapshot().unwrap();
+        // Overwrite position 200 onwards with other values.
+        slot.as_mut().unwrap().len = 200;
+        KvCache::append(&mut slot, &block(900, 60), &block(900, 60), 200).unwrap();
+        assert_eq!(flat(&snap_k), flat(&block(0, 260)), "snapshot unchanged");
+
+        slot.as_mut().unwrap().len = 100;
+        let (k, _) = KvCache::append(&mut slot, &block(100, 1), &block(100, 1), 100).unwrap();
+        assert_eq!(flat(&k), flat(&block(0, 101)));
+    }
+
     #[test]
     fn grouped_attention_matches_repeated_kv() {
         let dev = Device::Cpu;
@@ -705,7 +872,9 @@ mod against_candle {
     /// for bit until attention stopped copying K and V per query head: that reorders f32 sums,
     /// and quantizing the activations of the next layer turns the last-bit differences into
     /// logit differences of about 0.5 (computing one prompt in one pass or token by token
-    /// differs by as much in candle itself). So: same greedy token, logits within 1.
+    /// differs by as much in candle itself). So: the same greedy token (or, after the decoded
+    /// token, a tie within 0.01: decode reads Q4_K weights through another kernel, see
+    /// [`crate::gemv`], and this prompt leaves two tokens 0.002 apart), logits within 1.
     #[test]
     #[ignore]
     fn same_logits_as_candles_quantized_qwen2() {
@@ -734,7 +903,22 @@ mod against_candle {
         assert!(max_diff(&a, &b) < 1.0, "{}", max_diff(&a, &b));
         let a = ours.forward(&next, 7).unwrap();
         let b = theirs.forward(&next, 7).unwrap();
-        assert_eq!(argmax(&a).unwrap(), argmax(&b).unwrap());
+        same_choice(&a, &b);
         assert!(max_diff(&a, &b) < 1.0, "{}", max_diff(&a, &b));
+    }
+
+    /// Panics unless candle's greedy token is ours, or ties with ours in our logits (within
+    /// 0.01: the order of such a tie depends on the kernels' summation order).
+    fn same_choice(ours: &Tensor, theirs: &Tensor) {
+        let ours = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let theirs = theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let top = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
+        let (mine, candles) = (top(&ours), top(&theirs));
+        assert!(
+            ours[mine] - ours[candles] < 0.01,
+            "ours picks {mine} ({}), candle {candles} (ours gives it {})",
+            ours[mine],
+            ours[candles]
+        );
     }
 }

@@ -1,0 +1,104 @@
+//! One token's product with a Q4_K matrix on the CPU, read from the matrix as stored.
+//!
+//! candle 0.11 multiplies Q4_K matrices through a copy of the weights repacked into 16-row
+//! tiles (`repack_x86`), for prompts and for single tokens alike. The tiles hold each
+//! block's scales and minimums unpacked to f32: 0.75 bytes per weight against Q4_K's 0.5625.
+//! A prompt reuses each tile for many rows, so the tiles pay off there; one token reads
+//! every weight once, and decoding is bound by memory bandwidth, so the larger tiles make it
+//! slower. Here a single row goes through candle's compact dot-product kernel
+//! (`k_quants::matmul`, AVX2, both threads), as llama.cpp does: it reads a third fewer bytes.
+
+use candle_core::quantized::k_quants::{self, BlockQ4K, GgmlType};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Result, Tensor};
+
+/// `x · wᵀ` for `x` (…, k) holding one row and `w` (n, k) in Q4_K, both on the CPU, `x` in
+/// f32: (…, n). `None` when those conditions do not hold (the caller then uses candle's own
+/// product). The values equal candle's repacked product to f32 rounding: both quantize `x`
+/// to Q8_K and sum the same integer products.
+pub(crate) fn q4k_row(w: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
+    let rows: usize = x.dims().iter().rev().skip(1).product();
+    if rows != 1
+        || w.dtype() != GgmlDType::Q4K
+        || !x.device().is_cpu()
+        || !w.device().is_cpu()
+        || x.dtype() != DType::F32
+    {
+        return Ok(None);
+    }
+    compact_product::<BlockQ4K>(w, x)
+}
+
+/// The product through `k_quants::matmul` over `w`'s blocks of type `T` (whose dtype `w`
+/// must have), or `None` when its bytes are not laid out as `T`s.
+fn compact_product<T: GgmlType>(w: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
+    let (n, k) = w.shape().dims2()?;
+    let bytes = w.data()?;
+    let size = std::mem::size_of::<T>();
+    let aligned = (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>());
+    if w.dtype() != T::DTYPE
+        || !aligned
+        || !k.is_multiple_of(T::BLCK_SIZE)
+        || bytes.len() != n * k / T::BLCK_SIZE * size
+    {
+        return Ok(None);
+    }
+    // SAFETY: a CPU QTensor of dtype `T::DTYPE` stores a `Vec<T>`, and `data` borrows its
+    // bytes; the pointer is aligned for `T` and the length is a whole number of `T`s
+    // (both checked above). `T` is a plain `repr(C)` block of integers and f16s, valid for
+    // any bytes.
+    let blocks: &[T] =
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), bytes.len() / size) };
+    let lhs = x.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; n];
+    k_quants::matmul::<T>((1, k, n), &lhs, blocks, &mut out)?;
+    let mut dims = x.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = n;
+    }
+    Tensor::from_vec(out, dims, x.device()).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use candle_core::Module;
+    use candle_core::quantized::QMatMul;
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    /// The compact product equals candle's (repacked) one and is close to the exact product
+    /// of the dequantized weights; other shapes and types are left to candle.
+    #[test]
+    fn one_row_equals_candles_product() {
+        let cpu = Device::Cpu;
+        let (n, k) = (48, 512);
+        let w = Tensor::from_vec(values(n * k, 1), (n, k), &cpu).unwrap();
+        let q = QTensor::quantize(&w, GgmlDType::Q4K).unwrap();
+        let exact_w = q.dequantize(&cpu).unwrap();
+        let x = Tensor::from_vec(values(k, 2), (1, 1, k), &cpu).unwrap();
+        let ours = q4k_row(&q, &x).unwrap().expect("one Q4_K row is handled");
+        assert_eq!(ours.dims(), &[1, 1, n]);
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let ours = flat(&ours);
+        let same = QTensor::quantize(&w, GgmlDType::Q4K).unwrap();
+        let candle = flat(&QMatMul::from_qtensor(same).unwrap().forward(&x).unwrap());
+        let exact = flat(&x.broadcast_matmul(&exact_w.t().unwrap()).unwrap());
+        let scale = exact.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for ((o, c), e) in ours.iter().zip(&candle).zip(&exact) {
+            assert!((o - c).abs() <= 1e-4 * scale, "ours {o}, candle {c}");
+            // Q8_K rounding of x: well under 1% of the largest output.
+            assert!((o - e).abs() <= 0.01 * scale, "ours {o}, exact {e}");
+        }
+
+        let two_rows = Tensor::from_vec(values(2 * k, 3), (2, k), &cpu).unwrap();
+        assert!(q4k_row(&q, &two_rows).unwrap().is_none());
+        let q8 = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        assert!(q4k_row(&q8, &x).unwrap().is_none());
+    }
+}
