@@ -8,7 +8,7 @@
 //! slower. Here a single row goes through candle's compact dot-product kernel
 //! (`k_quants::matmul`, AVX2, both threads), as llama.cpp does: it reads a third fewer bytes.
 
-use candle_core::quantized::k_quants::{self, BlockQ4K, GgmlType};
+use candle_core::quantized::k_quants::{self, BlockQ4K, QK_K};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Result, Tensor};
 
@@ -26,32 +26,23 @@ pub(crate) fn q4k_row(w: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
     {
         return Ok(None);
     }
-    compact_product::<BlockQ4K>(w, x)
-}
-
-/// The product through `k_quants::matmul` over `w`'s blocks of type `T` (whose dtype `w`
-/// must have), or `None` when its bytes are not laid out as `T`s.
-fn compact_product<T: GgmlType>(w: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
     let (n, k) = w.shape().dims2()?;
     let bytes = w.data()?;
-    let size = std::mem::size_of::<T>();
-    let aligned = (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>());
-    if w.dtype() != T::DTYPE
-        || !aligned
-        || !k.is_multiple_of(T::BLCK_SIZE)
-        || bytes.len() != n * k / T::BLCK_SIZE * size
-    {
+    let size = std::mem::size_of::<BlockQ4K>();
+    let aligned = (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<BlockQ4K>());
+    if !aligned || !k.is_multiple_of(QK_K) || bytes.len() != n * k / QK_K * size {
         return Ok(None);
     }
-    // SAFETY: a CPU QTensor of dtype `T::DTYPE` stores a `Vec<T>`, and `data` borrows its
-    // bytes; the pointer is aligned for `T` and the length is a whole number of `T`s
-    // (both checked above). `T` is a plain `repr(C)` block of integers and f16s, valid for
-    // any bytes.
-    let blocks: &[T] =
-        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), bytes.len() / size) };
+    // SAFETY: a CPU QTensor of dtype Q4K stores a `Vec<BlockQ4K>`, and `data` borrows its
+    // bytes; the pointer is aligned for `BlockQ4K` and the length is n × k / 256 blocks (both
+    // checked above). `BlockQ4K` is a plain `repr(C)` block of u8s and f16s, valid for any
+    // bytes.
+    let blocks: &[BlockQ4K] = unsafe {
+        std::slice::from_raw_parts(bytes.as_ptr().cast::<BlockQ4K>(), bytes.len() / size)
+    };
     let lhs = x.flatten_all()?.to_vec1::<f32>()?;
     let mut out = vec![0f32; n];
-    k_quants::matmul::<T>((1, k, n), &lhs, blocks, &mut out)?;
+    k_quants::matmul::<BlockQ4K>((1, k, n), &lhs, blocks, &mut out)?;
     let mut dims = x.dims().to_vec();
     if let Some(last) = dims.last_mut() {
         *last = n;

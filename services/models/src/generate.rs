@@ -627,9 +627,10 @@ impl Generator {
     /// Runs the prompt from position 0 and returns the last position's logits.
     ///
     /// The first `prompt.shared` tokens (the system message and any example turns) always run
-    /// as their own pass, and the rest from there in chunks the model can take. That schedule does not depend on
-    /// what is cached, so a prefix restored from [`Generator::prefixes`] gives exactly the
-    /// logits a fresh pass would; models without a KV snapshot run everything fresh.
+    /// as their own pass, and the rest from there in chunks the model can take. That schedule
+    /// does not depend on what is cached, so a prefix restored from [`Generator::prefixes`]
+    /// gives exactly the logits a fresh pass would; models without a KV snapshot run
+    /// everything fresh.
     fn prefill(&self, weights: &mut Weights, prompt: &Prompt) -> Result<Tensor, Error> {
         let ids = &prompt.ids;
         let shared = prompt.shared.min(ids.len().saturating_sub(1));
