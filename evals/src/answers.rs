@@ -70,6 +70,8 @@ pub struct Outcome {
     pub cited_answer: Option<bool>,
     /// Documents of the citations, in order.
     pub cited_documents: Vec<String>,
+    /// Documents of the sources given to the model, in their numbered order.
+    pub source_documents: Vec<String>,
     /// Whether the gold paragraph was among the sources given to the model.
     pub gold_in_sources: bool,
     /// Best dense similarity among the question's retrieved candidates.

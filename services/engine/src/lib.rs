@@ -785,7 +785,8 @@ impl Engine {
             answer.abstained = Some("the answer held nothing but citation markers".into());
         } else {
             let texts: Vec<&str> = sources.iter().map(|h| h.chunk.text.as_str()).collect();
-            answer.sentences = support::check_sentences(&generation.text, &texts, MIN_SUPPORT);
+            answer.sentences =
+                support::check_sentences(&question, &generation.text, &texts, MIN_SUPPORT);
             answer.citations = cite(&sources, &answer.sentences);
             if answer.citations.is_empty() {
                 answer.abstained = Some("the answer cited no source that was given".into());

@@ -8,6 +8,9 @@ use std::ops::Range;
 
 use crate::citations;
 
+/// Question-context scores closer than this count as equal, so the model's own citation is kept.
+const CONTEXT_TIE: f32 = 1e-6;
+
 /// Content words of `text`: lower-cased alphanumeric runs of three or more characters, or any
 /// run containing a digit, minus a few function words.
 fn content_words(text: &str) -> Vec<String> {
@@ -109,9 +112,11 @@ pub struct SentenceSupport {
     pub span: Range<usize>,
     /// Valid source numbers (1-based) the sentence's own markers name.
     pub written: Vec<usize>,
-    /// The sources quire cites for the sentence: those of `written` that state it; when none
-    /// does, the one given source that states the most of it (ties to the better-ranked);
-    /// when no source states it, `written` as it is.
+    /// The sources quire cites for the sentence. Of the sources that state it, those that also
+    /// state the most of the question next to it ([`question_context`]) are preferred:
+    /// `cited` holds those of `written` that are; when none is, the one preferred source that
+    /// states the most of the sentence (ties to the better-ranked); when no source states it,
+    /// `written` as it is.
     pub cited: Vec<usize>,
     /// The largest share of the sentence's content words that one cited source contains.
     pub support: f32,
@@ -119,11 +124,45 @@ pub struct SentenceSupport {
     pub supported: bool,
 }
 
-/// Checks every sentence of `answer` against the sources: the share of the sentence's content
-/// words (markers aside) that a source contains. A marker standing alone after a sentence's
-/// full stop belongs to that sentence. A sentence whose markers name no source that states
-/// it is attributed to the source that does (see [`SentenceSupport::cited`]).
-pub fn check_sentences(answer: &str, sources: &[&str], min: f32) -> Vec<SentenceSupport> {
+/// How much of the question a source states next to `sentence`: the largest share of
+/// `question`'s content words found in a window of three consecutive source sentences that
+/// states `sentence` (support at least `min`); 0 when no such window does, or the question has
+/// no content words.
+///
+/// A short answer ("1907") is often stated by several sources; the one that also states what
+/// was asked ("dredged", "harbour") is the one that answers the question.
+pub fn question_context(question: &str, sentence: &str, source: &str, min: f32) -> f32 {
+    let asked = content_words(question);
+    if asked.is_empty() {
+        return 0.0;
+    }
+    let spans = sentence_spans(source);
+    let mut best = 0.0f32;
+    for i in 0..spans.len() {
+        let window =
+            &source[spans[i.saturating_sub(1)].start..spans[(i + 1).min(spans.len() - 1)].end];
+        if support(sentence, window) < min {
+            continue;
+        }
+        let words: std::collections::HashSet<String> = content_words(window).into_iter().collect();
+        let found = asked.iter().filter(|w| words.contains(*w)).count();
+        best = best.max(found as f32 / asked.len() as f32);
+    }
+    best
+}
+
+/// Checks every sentence of `answer` to `question` against the sources: the share of the
+/// sentence's content words (markers aside) that a source contains. A marker standing alone
+/// after a sentence's full stop belongs to that sentence. Of the sources that state a
+/// sentence, those that also state the most of the question next to it
+/// ([`question_context`]) are preferred: a sentence whose markers name none of them is
+/// attributed to one that is (see [`SentenceSupport::cited`]).
+pub fn check_sentences(
+    question: &str,
+    answer: &str,
+    sources: &[&str],
+    min: f32,
+) -> Vec<SentenceSupport> {
     let markers = citations::parse_markers(answer);
     let mut spans: Vec<Range<usize>> = Vec::new();
     for span in sentence_spans(answer) {
@@ -145,19 +184,30 @@ pub fn check_sentences(answer: &str, sources: &[&str], min: f32) -> Vec<Sentence
                 .cloned()
                 .collect();
             let written = citations::valid_sources(&in_span, sources.len());
+            // Sources that state the sentence, with how much of the question they state by it.
+            let stating: Vec<(usize, f32)> = (1..=sources.len())
+                .filter(|&n| score(n) >= min)
+                .map(|n| (n, question_context(question, &plain, sources[n - 1], min)))
+                .collect();
+            let top = stating.iter().map(|&(_, c)| c).fold(0.0, f32::max);
+            let preferred: Vec<usize> = stating
+                .iter()
+                .filter(|&&(_, c)| c >= top - CONTEXT_TIE)
+                .map(|&(n, _)| n)
+                .collect();
             let mut cited: Vec<usize> = written
                 .iter()
                 .copied()
-                .filter(|&n| score(n) >= min)
+                .filter(|n| preferred.contains(n))
                 .collect();
             if cited.is_empty() {
-                let best = (1..=sources.len()).filter(|&n| score(n) >= min).fold(
-                    None::<usize>,
-                    |best, n| match best {
+                let best = preferred
+                    .iter()
+                    .copied()
+                    .fold(None::<usize>, |best, n| match best {
                         Some(b) if score(b) >= score(n) => best,
                         _ => Some(n),
-                    },
-                );
+                    });
                 cited = match best {
                     Some(n) => vec![n],
                     None => written.clone(),
@@ -191,7 +241,7 @@ mod tests {
     use super::*;
 
     fn attributed(answer: &str, sources: &[&str], min: f32) -> Vec<usize> {
-        cited_sources(&check_sentences(answer, sources, min))
+        cited_sources(&check_sentences("", answer, sources, min))
     }
 
     #[test]
@@ -219,7 +269,7 @@ mod tests {
         ];
         let answer =
             "Ilse Brenner won in 2019 [2]. Kessik erupted in 1911 [2]. It buried Tarra. [1]";
-        let checked = check_sentences(answer, &sources, 0.6);
+        let checked = check_sentences("", answer, &sources, 0.6);
         assert_eq!(checked.len(), 3);
         assert_eq!(
             &answer[checked[0].span.clone()],
@@ -250,16 +300,16 @@ mod tests {
             "Ostby has a ferry, a bridge and a harbour.",
         ];
         // A short answer is checked word for word: [2] does not hold "7:40", [1] does.
-        let checked = check_sentences("7:40 [2]", &sources, 0.6);
+        let checked = check_sentences("", "7:40 [2]", &sources, 0.6);
         assert_eq!(
             (checked[0].written.clone(), checked[0].cited.clone()),
             (vec![2], vec![1])
         );
         // Of two cited sources, only the one that states the sentence is kept.
-        let checked = check_sentences("7:40 [1][2]", &sources, 0.6);
+        let checked = check_sentences("", "7:40 [1][2]", &sources, 0.6);
         assert_eq!(checked[0].cited, vec![1]);
         // Nothing states it: the model's citation stands, flagged unsupported.
-        let checked = check_sentences("Paris is big [2].", &sources, 0.6);
+        let checked = check_sentences("", "Paris is big [2].", &sources, 0.6);
         assert_eq!(
             (checked[0].cited.clone(), checked[0].supported),
             (vec![2], false)
@@ -273,6 +323,7 @@ mod tests {
             "The ferry to Ostby leaves at 7:40 daily.",
         ];
         let checked = check_sentences(
+            "",
             "The Ostby ferry leaves at 7:40. Paris is big.",
             &sources,
             0.6,
@@ -280,6 +331,30 @@ mod tests {
         assert_eq!(checked[0].cited, vec![2]);
         assert!(checked[0].supported);
         assert!(checked[1].cited.is_empty() && !checked[1].supported);
+    }
+
+    #[test]
+    fn of_sources_stating_a_short_answer_the_one_stating_the_question_is_cited() {
+        let sources = [
+            "Jean Ribault was a French naval officer. He later died at Fort Caroline.",
+            "In 1562 Jean Ribault led an expedition. He established a colony in Florida.",
+            "The colony in Florida was attacked in 1565 by the Spanish.",
+        ];
+        let question = "Who established the colony in Florida?";
+        // The model cites [1], which names Ribault but not the colony: [2] states both.
+        let checked = check_sentences(question, "Jean Ribault [1]", &sources, 0.6);
+        assert_eq!(
+            (checked[0].written.clone(), checked[0].cited.clone()),
+            (vec![1], vec![2])
+        );
+        assert!(checked[0].supported);
+        // Cited right, it stays; [3] states the question but not the answer, so it never is.
+        let checked = check_sentences(question, "Jean Ribault [2]", &sources, 0.6);
+        assert_eq!(checked[0].cited, vec![2]);
+        assert!(question_context(question, "Jean Ribault", sources[2], 0.6) == 0.0);
+        // Without the question, a supporting citation is kept as the model wrote it.
+        let checked = check_sentences("", "Jean Ribault [1]", &sources, 0.6);
+        assert_eq!(checked[0].cited, vec![1]);
     }
 
     #[test]

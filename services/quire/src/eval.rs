@@ -639,6 +639,11 @@ fn outcome(q: &Sampled, answer: &Answer, total_ms: f64) -> answers::Outcome {
             .iter()
             .map(|c| c.hit.chunk.document_id.clone())
             .collect(),
+        source_documents: answer
+            .sources
+            .iter()
+            .map(|h| h.chunk.document_id.clone())
+            .collect(),
         gold_in_sources: answer
             .sources
             .iter()
