@@ -53,15 +53,10 @@ pub(crate) fn q4k_row(w: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_values as values;
     use candle_core::Device;
     use candle_core::Module;
     use candle_core::quantized::QMatMul;
-
-    fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
-    }
 
     /// The compact product equals candle's (repacked) one and is close to the exact product
     /// of the dequantized weights; other shapes and types are left to candle.

@@ -26,6 +26,7 @@ mod gemv;
 mod generate;
 mod gguf_tokenizer;
 mod hf;
+mod q4_1;
 mod qwen2;
 mod template;
 
@@ -73,4 +74,12 @@ pub fn select_device() -> candle_core::Device {
         }
     }
     candle_core::Device::Cpu
+}
+
+/// Deterministic values in [-1, 1) for kernel tests: `len` of them, varied by `seed`.
+#[cfg(test)]
+pub(crate) fn test_values(len: usize, seed: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
 }

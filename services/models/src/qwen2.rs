@@ -16,6 +16,8 @@
 //!   repacked copy ([`crate::gemv`]). The Q, K and V projections, and the MLP's gate and up,
 //!   of other quantized types run as one fused matrix-vector pass
 //!   (`QTensor::gemv_fused_shared_lhs`), quantizing the input once.
+//! - Q4_1 matrices (SmolLM2's), which candle multiplies with scalar loops, go through quire's
+//!   own kernel ([`crate::q4_1`]) for prompts and decode alike, kept as stored.
 //! - The KV cache is written in place into buffers with room to grow ([`KvCache`]): a decode
 //!   step appends one position instead of copying the whole cache.
 //! - Grouped-query attention reads each KV head once for all the query heads it serves,
@@ -111,7 +113,10 @@ impl Proj {
             Proj::Dense(l) => l.forward(x),
             Proj::Quant(w, b) => {
                 let row = match w {
-                    QMatMul::QTensor(t) => crate::gemv::q4k_row(t, x)?,
+                    QMatMul::QTensor(t) => match crate::q4_1::matmul(&[t], x)? {
+                        Some(mut ys) => ys.pop(),
+                        None => crate::gemv::q4k_row(t, x)?,
+                    },
                     _ => None,
                 };
                 let y = match row {
@@ -138,12 +143,17 @@ impl Proj {
         }
     }
 
-    /// Applies every projection to `x`. For a single token and quantized weights of one
-    /// type, one fused pass reads `x` once; otherwise each runs alone. Same results.
+    /// Applies every projection to `x`. Q4_1 weights share one quantization of `x` and one
+    /// pass of the thread pool ([`crate::q4_1`]); for a single token and quantized weights of
+    /// another single type, one fused pass reads `x` once; otherwise each runs alone. Same
+    /// results.
     fn forward_all<const N: usize>(projs: [&Proj; N], x: &Tensor) -> Result<[Tensor; N]> {
         let rows: usize = x.dims().iter().rev().skip(1).product();
         let qs: Option<Vec<&QTensor>> = projs.iter().map(|p| p.qtensor()).collect();
         let fused = match qs {
+            Some(qs) if qs.iter().all(|q| q.dtype() == GgmlDType::Q4_1) => {
+                crate::q4_1::matmul(&qs, x)?
+            }
             Some(qs)
                 if rows == 1
                     && qs.windows(2).all(|w| w[0].dtype() == w[1].dtype())
@@ -236,16 +246,13 @@ impl<R: Read + Seek> GgufTensors<'_, R> {
     }
 }
 
-/// A Q4_1, Q5_0 or Q5_1 matrix (SmolLM2's file is Q4_1) as Q8_0; others as they are.
-/// candle 0.11 multiplies those three types with scalar loops only, Q8_0 with an AVX kernel
-/// many times faster. Q8_0 keeps each value to within about 1/254 of its block's largest
-/// magnitude, a fraction of these types' own step (1/15 to 1/31 of the block's range); the
-/// cost is about twice their memory.
+/// A Q5_0 or Q5_1 matrix as Q8_0; others as they are (Q4_1, SmolLM2's type, has its own
+/// kernel: [`crate::q4_1`]). candle 0.11 multiplies those two types with scalar loops only,
+/// Q8_0 with an AVX kernel many times faster. Q8_0 keeps each value to within about 1/254 of
+/// its block's largest magnitude, a fraction of these types' own step (1/31 of the block's
+/// range); the cost is about twice their memory.
 fn fast_on_cpu(t: QTensor) -> Result<QTensor> {
-    let slow = matches!(
-        t.dtype(),
-        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
-    );
+    let slow = matches!(t.dtype(), GgmlDType::Q5_0 | GgmlDType::Q5_1);
     let fits = t
         .shape()
         .dims()
@@ -722,8 +729,8 @@ impl Qwen2 {
 mod tests {
     use super::*;
 
-    /// A Q4_1 matrix comes back as Q8_0 holding the same values (to Q8_0's step); other
-    /// types are left as they are.
+    /// A Q5_1 matrix comes back as Q8_0 holding the same values (to Q8_0's step); other
+    /// types, Q4_1 among them, are left as they are.
     #[test]
     fn slow_weight_types_are_requantized_to_q8_0() {
         let cpu = Device::Cpu;
@@ -731,13 +738,13 @@ mod tests {
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
             .collect();
         let dense = Tensor::from_vec(values, (4, 64), &cpu).unwrap();
-        let q41 = QTensor::quantize(&dense, GgmlDType::Q4_1).unwrap();
+        let q51 = QTensor::quantize(&dense, GgmlDType::Q5_1).unwrap();
         let values = |q: &QTensor| -> Vec<f32> {
             let t = q.dequantize(&cpu).unwrap();
             t.flatten_all().unwrap().to_vec1().unwrap()
         };
-        let before = values(&q41);
-        let converted = fast_on_cpu(q41).unwrap();
+        let before = values(&q51);
+        let converted = fast_on_cpu(q51).unwrap();
         assert_eq!(converted.dtype(), GgmlDType::Q8_0);
         let after = values(&converted);
         // Half a Q8_0 step (1/254 of the largest magnitude), plus its f16 block scale.
@@ -745,7 +752,7 @@ mod tests {
         for (a, b) in before.iter().zip(&after) {
             assert!((a - b).abs() <= largest / 200.0, "{a} became {b}");
         }
-        for dtype in [GgmlDType::F32, GgmlDType::Q4K] {
+        for dtype in [GgmlDType::F32, GgmlDType::Q4K, GgmlDType::Q4_1] {
             let t = QTensor::quantize(&Tensor::zeros((4, 256), DType::F32, &cpu).unwrap(), dtype);
             assert_eq!(fast_on_cpu(t.unwrap()).unwrap().dtype(), dtype);
         }

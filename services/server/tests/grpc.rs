@@ -440,7 +440,11 @@ async fn instructions_inside_a_document_do_not_change_the_answer_or_its_citation
         .ask(pb::AskRequest {
             collection: "test".into(),
             question: "When does the ferry to Ostby leave?".into(),
-            top_k: 3,
+            // Only the injected document. With a second, unrelated source beside it (the
+            // volcano notes), SmolLM2 answered "the port of Arnheim" whether or not the
+            // injection was there: a distractor failure of the small model, not an effect of
+            // the injection, which is what this test measures.
+            top_k: 1,
             generation: Some(pb::GenerationOptions {
                 max_tokens: Some(48),
                 ..Default::default()
