@@ -1,53 +1,367 @@
-//! One token's product with a Q4_K matrix on the CPU, read from the matrix as stored.
+//! One token's product with Q4_K and Q6_K matrices on the CPU, read from the matrices as
+//! stored.
 //!
 //! candle 0.11 multiplies Q4_K matrices through a copy of the weights repacked into 16-row
 //! tiles (`repack_x86`), for prompts and for single tokens alike. The tiles hold each
 //! block's scales and minimums unpacked to f32: 0.75 bytes per weight against Q4_K's 0.5625.
 //! A prompt reuses each tile for many rows, so the tiles pay off there; one token reads
-//! every weight once, and decoding is bound by memory bandwidth, so the larger tiles make it
-//! slower. Here a single row goes through candle's compact dot-product kernel
-//! (`k_quants::matmul`, AVX2, both threads), as llama.cpp does: it reads a third fewer bytes.
+//! every weight once, so the larger tiles make it slower. Here a single row is multiplied
+//! with the compact blocks, as llama.cpp does: the input is quantized to Q8_K (candle's
+//! quantizer, so the integer sums are candle's) and the blocks' dot products run on
+//! AVX-512 VNNI over 64 weights per instruction ([`x86::dot_q4k`], [`x86::dot_q6k`]), through
+//! [`crate::qdot`], with the weights prefetched ahead of the loads. CPUs without VNNI use
+//! candle's compact AVX2 kernels (`k_quants::matmul`).
 
-use candle_core::quantized::k_quants::{self, BlockQ4K, QK_K};
+use candle_core::quantized::k_quants::{self, BlockQ8K, GgmlType, QK_K};
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 
-/// `x · wᵀ` for `x` (…, k) holding one row and `w` (n, k) in Q4_K, both on the CPU, `x` in
-/// f32: (…, n). `None` when those conditions do not hold (the caller then uses candle's own
-/// product). The values equal candle's repacked product to f32 rounding: both quantize `x`
-/// to Q8_K and sum the same integer products.
-pub(crate) fn q4k_row(w: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
+use crate::qdot::Isa;
+
+/// ggml's `block_q4_K`, laid out as candle's `BlockQ4K`: super-block scale `d` and minimum
+/// scale `dmin` (f16 bits), twelve bytes packing eight 6-bit scales and eight 6-bit minimums,
+/// then 256 4-bit values (each 32-byte run holds two sub-blocks: one in the low nibbles,
+/// the next in the high ones).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BlockQ4K {
+    d: u16,
+    dmin: u16,
+    scales: [u8; 12],
+    qs: [u8; QK_K / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
+
+/// ggml's `block_q6_K`, laid out as candle's `BlockQ6K`: the low four bits of 256 values,
+/// their high two bits, sixteen i8 sub-block scales, and the super-block scale `d` (f16
+/// bits). Each weight is `d·scale·(q − 32)`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BlockQ6K {
+    ql: [u8; QK_K / 2],
+    qh: [u8; QK_K / 4],
+    scales: [i8; QK_K / 16],
+    d: u16,
+}
+const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
+
+/// candle's `BlockQ8K` (its fields are private to candle): scale, 256 values, and the sums
+/// of each 16 of them.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Q8K {
+    d: f32,
+    qs: [i8; QK_K],
+    bsums: [i16; QK_K / 16],
+}
+const _: () = assert!(std::mem::size_of::<Q8K>() == std::mem::size_of::<BlockQ8K>());
+const _: () = assert!(std::mem::align_of::<Q8K>() == std::mem::align_of::<BlockQ8K>());
+
+impl Default for Q8K {
+    fn default() -> Q8K {
+        Q8K {
+            d: 0.0,
+            qs: [0; QK_K],
+            bsums: [0; QK_K / 16],
+        }
+    }
+}
+
+/// Quantizes one row to Q8_K with candle's quantizer.
+fn quantize_row(x: &[f32], out: &mut [Q8K]) {
+    let mut blocks = vec![BlockQ8K::zeros(); out.len()];
+    BlockQ8K::from_float(x, &mut blocks);
+    // SAFETY: `Q8K` mirrors `BlockQ8K`'s `repr(C)` layout (same fields in the same order;
+    // size and alignment asserted above), and both are plain numbers.
+    let mirrored =
+        unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<Q8K>(), blocks.len()) };
+    out.copy_from_slice(mirrored);
+}
+
+/// `x · wᵢᵀ` for each `wᵢ` (nᵢ, k), all Q4_K or all Q6_K, and `x` (…, k) in f32 holding one
+/// row, all on the CPU: one tensor (…, nᵢ) per matrix. `x` is quantized once for all of them.
+/// `None` when those conditions do not hold (the caller then uses candle's own product). The
+/// values equal candle's products to f32 rounding: all quantize `x` to Q8_K and sum the same
+/// integer products.
+pub(crate) fn one_row(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
     let rows: usize = x.dims().iter().rev().skip(1).product();
-    if rows != 1
-        || w.dtype() != GgmlDType::Q4K
-        || !x.device().is_cpu()
-        || !w.device().is_cpu()
-        || x.dtype() != DType::F32
-    {
+    let Some(dtype) = ws.first().map(|w| w.dtype()) else {
         return Ok(None);
-    }
-    let (n, k) = w.shape().dims2()?;
-    let bytes = w.data()?;
-    let size = std::mem::size_of::<BlockQ4K>();
-    let aligned = (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<BlockQ4K>());
-    if !aligned || !k.is_multiple_of(QK_K) || bytes.len() != n * k / QK_K * size {
-        return Ok(None);
-    }
-    // SAFETY: a CPU QTensor of dtype Q4K stores a `Vec<BlockQ4K>`, and `data` borrows its
-    // bytes; the pointer is aligned for `BlockQ4K` and the length is n × k / 256 blocks (both
-    // checked above). `BlockQ4K` is a plain `repr(C)` block of u8s and f16s, valid for any
-    // bytes.
-    let blocks: &[BlockQ4K] = unsafe {
-        std::slice::from_raw_parts(bytes.as_ptr().cast::<BlockQ4K>(), bytes.len() / size)
     };
-    let lhs = x.flatten_all()?.to_vec1::<f32>()?;
-    let mut out = vec![0f32; n];
-    k_quants::matmul::<BlockQ4K>((1, k, n), &lhs, blocks, &mut out)?;
-    let mut dims = x.dims().to_vec();
-    if let Some(last) = dims.last_mut() {
-        *last = n;
+    if rows != 1 || !matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K) {
+        return Ok(None);
     }
-    Tensor::from_vec(out, dims, x.device()).map(Some)
+    let Some(stored) = crate::qdot::stored(ws, x, dtype, QK_K)? else {
+        return Ok(None);
+    };
+    let k = x.dims().last().copied().unwrap_or(0);
+    let vnni = Isa::detect() == Isa::Vnni;
+    match dtype {
+        #[cfg(target_arch = "x86_64")]
+        GgmlDType::Q4K if vnni => {
+            // SAFETY: `BlockQ4K` is `repr(C)` u16s and u8s, valid for any bytes; the CPU has
+            // the kernel's features (`Isa::Vnni`).
+            unsafe { products(&stored, x, k, |w, x| x86::dot_q4k(w, x)) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        GgmlDType::Q6K if vnni => {
+            // SAFETY: as above; `BlockQ6K` is u8s, i8s and a u16.
+            unsafe { products(&stored, x, k, |w, x| x86::dot_q6k(w, x)) }
+        }
+        GgmlDType::Q4K => candle_rows(&stored, x, k),
+        _ => Ok(None),
+    }
+}
+
+/// The products of `x` and each stored matrix of `W` blocks, with `dot` for one weight row
+/// and one input row.
+///
+/// # Safety
+/// `W` must be a `repr(C)` block of plain numbers, and this CPU must run `dot`.
+unsafe fn products<W: Sync>(
+    stored: &[crate::qdot::Stored<'_>],
+    x: &Tensor,
+    k: usize,
+    dot: unsafe fn(&[W], &[Q8K]) -> f32,
+) -> Result<Option<Vec<Tensor>>> {
+    let kb = k / QK_K;
+    let mut parts: Vec<(&[W], usize)> = Vec::with_capacity(stored.len());
+    for (bytes, n) in stored {
+        // SAFETY: `W` is valid for any bytes (the caller's promise).
+        match unsafe { crate::qdot::as_blocks(bytes, n * kb) } {
+            Some(b) => parts.push((b, *n)),
+            None => return Ok(None),
+        }
+    }
+    crate::qdot::products(&parts, x, QK_K, quantize_row, |w, x, rows, out| {
+        for (r, o) in out.iter_mut().take(rows).enumerate() {
+            // SAFETY: the CPU runs `dot` (the caller's promise); row `r` has as many blocks
+            // as `w`.
+            *o = unsafe { dot(w, &x[r * w.len()..(r + 1) * w.len()]) };
+        }
+    })
+    .map(Some)
+}
+
+/// The same products through candle's compact kernel, one matrix at a time.
+fn candle_rows(
+    stored: &[crate::qdot::Stored<'_>],
+    x: &Tensor,
+    k: usize,
+) -> Result<Option<Vec<Tensor>>> {
+    let lhs = x.flatten_all()?.to_vec1::<f32>()?;
+    let mut outs = Vec::with_capacity(stored.len());
+    for (bytes, n) in stored {
+        // SAFETY: candle's `BlockQ4K` is a `repr(C)` block of u8s and f16s, valid for any
+        // bytes.
+        let Some(blocks) =
+            (unsafe { crate::qdot::as_blocks::<k_quants::BlockQ4K>(bytes, n * k / QK_K) })
+        else {
+            return Ok(None);
+        };
+        let mut out = vec![0f32; *n];
+        k_quants::matmul::<k_quants::BlockQ4K>((1, k, *n), &lhs, blocks, &mut out)?;
+        let mut dims = x.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = *n;
+        }
+        outs.push(Tensor::from_vec(out, dims, x.device())?);
+    }
+    Ok(Some(outs))
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{BlockQ4K, BlockQ6K, Q8K};
+    use std::arch::x86_64::*;
+
+    /// How far ahead of the block being read its successors are prefetched, in bytes.
+    const PREFETCH: usize = 1024;
+
+    /// i16 lane indices into (scales 0..8, minimums 8..16): for the 64 values of 32-byte run
+    /// `j`, lanes 0..16 take scale `2j` (low nibbles) and lanes 16..32 scale `2j + 1`.
+    const SCALE_LANES: [[i16; 32]; 4] = lane_table(2, 16);
+    /// For the 16 sums of 16 inputs: sum `i` belongs to sub-block `i / 2`, whose minimum is
+    /// lane `8 + i / 2`.
+    const MIN_LANES: [i16; 16] = {
+        let mut lanes = [0i16; 16];
+        let mut i = 0;
+        while i < 16 {
+            lanes[i] = (8 + i / 2) as i16;
+            i += 1;
+        }
+        lanes
+    };
+
+    /// Σ over blocks of `d·Σ_sub scale·(q·y) − dmin·Σ_sub min·Σy`, in ggml's `vec_dot_q4_K_q8_K`
+    /// arithmetic: the integer sums are exact, then scaled in f32.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q4k(w: &[BlockQ4K], x: &[Q8K]) -> f32 {
+        unsafe {
+            let low = _mm512_set1_epi8(0x0f);
+            let lanes: [__m512i; 4] =
+                std::array::from_fn(|j| _mm512_loadu_si512(SCALE_LANES[j].as_ptr().cast()));
+            let min_lanes = _mm256_loadu_si256(MIN_LANES.as_ptr().cast());
+            let mut acc = _mm512_setzero_ps();
+            let mut acc_min = _mm256_setzero_ps();
+            for (wb, xb) in w.iter().zip(x) {
+                let ahead = (wb as *const BlockQ4K).cast::<i8>().add(PREFETCH);
+                _mm_prefetch::<_MM_HINT_T0>(ahead);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.add(64));
+                _mm_prefetch::<_MM_HINT_T0>(ahead.add(128));
+                let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
+                    (wb as *const BlockQ4K).cast::<i32>(),
+                )));
+                let d = xb.d * _mm_cvtss_f32(dm);
+                let dmin = xb.d * _mm_cvtss_f32(_mm_shuffle_ps::<1>(dm, dm));
+                let scales_mins = _mm256_cvtepu8_epi16(unpack_scales(&wb.scales));
+
+                let bsums = _mm256_loadu_si256(xb.bsums.as_ptr().cast());
+                let mins = _mm256_permutexvar_epi16(min_lanes, scales_mins);
+                let min_sum = _mm256_madd_epi16(bsums, mins);
+                acc_min =
+                    _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(min_sum), acc_min);
+
+                let scales = _mm512_castsi256_si512(scales_mins);
+                let mut sum = _mm512_setzero_si512();
+                for (j, lane) in lanes.iter().enumerate() {
+                    let packed = _mm256_loadu_si256(wb.qs.as_ptr().add(32 * j).cast());
+                    let both = _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(packed),
+                        _mm256_srli_epi16::<4>(packed),
+                    );
+                    let q = _mm512_and_si512(both, low);
+                    let y = _mm512_loadu_si512(xb.qs.as_ptr().add(64 * j).cast());
+                    // u4 × i8 pairs: at most 2·15·128 in magnitude, no i16 saturation.
+                    let pairs = _mm512_maddubs_epi16(q, y);
+                    let scale = _mm512_permutexvar_epi16(*lane, scales);
+                    sum = _mm512_dpwssd_epi32(sum, pairs, scale);
+                }
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sum), acc);
+            }
+            _mm512_reduce_add_ps(acc) - hsum256(acc_min)
+        }
+    }
+
+    /// i16 lane indices into a Q6_K block's sixteen scales: for the 64 values `64c..64c + 64`
+    /// of half `h` (`Q6_LANES[2h + c]`), lane `l` covers values `2l` and `2l + 1`, of sub-block
+    /// `8h + 4c + l / 8`.
+    const Q6_LANES: [[i16; 32]; 4] = lane_table(4, 8);
+
+    /// Four tables of 32 i16 lanes; lane `l` of table `i` is `stride·i + l / per`.
+    const fn lane_table(stride: usize, per: usize) -> [[i16; 32]; 4] {
+        let mut all = [[0i16; 32]; 4];
+        let mut i = 0;
+        while i < 4 {
+            let mut l = 0;
+            while l < 32 {
+                all[i][l] = (stride * i + l / per) as i16;
+                l += 1;
+            }
+            i += 1;
+        }
+        all
+    }
+
+    /// Σ over blocks of `d·Σ_sub scale·((q − 32)·y)`, in ggml's `vec_dot_q6_K_q8_K`
+    /// arithmetic: `q·y` and `32·Σy` (from the input's sums of 16) are summed exactly as
+    /// integers, then scaled in f32.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q6k(w: &[BlockQ6K], x: &[Q8K]) -> f32 {
+        unsafe {
+            let low4 = _mm512_set1_epi8(0x0f);
+            let low2 = _mm512_set1_epi8(0x03);
+            // Shifts that bring the high bits of values 0..32 | 32..64 (then 64..96 | 96..128)
+            // of a half down to bits 0..2.
+            let shift_lo = _mm512_inserti64x4::<1>(_mm512_set1_epi16(0), _mm256_set1_epi16(2));
+            let shift_hi = _mm512_inserti64x4::<1>(_mm512_set1_epi16(4), _mm256_set1_epi16(6));
+            let lanes: [__m512i; 4] =
+                std::array::from_fn(|i| _mm512_loadu_si512(Q6_LANES[i].as_ptr().cast()));
+            let mut acc = _mm512_setzero_ps();
+            let mut acc_offset = _mm256_setzero_ps();
+            for (wb, xb) in w.iter().zip(x) {
+                let ahead = (wb as *const BlockQ6K).cast::<i8>().add(PREFETCH);
+                _mm_prefetch::<_MM_HINT_T0>(ahead);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.add(64));
+                _mm_prefetch::<_MM_HINT_T0>(ahead.add(128));
+                _mm_prefetch::<_MM_HINT_T0>(ahead.add(192));
+                let d = xb.d * _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(wb.d as i32)));
+                let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wb.scales.as_ptr().cast()));
+                let scales = _mm512_castsi256_si512(scales16);
+                let bsums = _mm256_loadu_si256(xb.bsums.as_ptr().cast());
+                let offset = _mm256_madd_epi16(bsums, scales16);
+                acc_offset = _mm256_fmadd_ps(
+                    _mm256_set1_ps(32.0 * d),
+                    _mm256_cvtepi32_ps(offset),
+                    acc_offset,
+                );
+
+                let mut sum = _mm512_setzero_si512();
+                for h in 0..2 {
+                    let ql = _mm512_loadu_si512(wb.ql.as_ptr().add(64 * h).cast());
+                    let qh = _mm256_loadu_si256(wb.qh.as_ptr().add(32 * h).cast());
+                    let qh = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qh), qh);
+                    for (c, (bits, shift)) in
+                        [(ql, shift_lo), (_mm512_srli_epi16::<4>(ql), shift_hi)]
+                            .into_iter()
+                            .enumerate()
+                    {
+                        let high = _mm512_and_si512(_mm512_srlv_epi16(qh, shift), low2);
+                        let q = _mm512_or_si512(
+                            _mm512_and_si512(bits, low4),
+                            _mm512_slli_epi16::<4>(high),
+                        );
+                        let y = _mm512_loadu_si512(xb.qs.as_ptr().add(128 * h + 64 * c).cast());
+                        // u6 × i8 pairs: at most 2·63·128 in magnitude, no i16 saturation.
+                        let pairs = _mm512_maddubs_epi16(q, y);
+                        let scale = _mm512_permutexvar_epi16(lanes[2 * h + c], scales);
+                        sum = _mm512_dpwssd_epi32(sum, pairs, scale);
+                    }
+                }
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sum), acc);
+            }
+            _mm512_reduce_add_ps(acc) - hsum256(acc_offset)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn hsum256(v: __m256) -> f32 {
+        unsafe {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+        }
+    }
+
+    /// The eight 6-bit scales then the eight 6-bit minimums of a Q4_K block, one per byte
+    /// (ggml's `get_scale_min_k4` for all eight sub-blocks at once).
+    #[inline(always)]
+    unsafe fn unpack_scales(packed: &[u8; 12]) -> __m128i {
+        const KMASK1: u32 = 0x3f3f_3f3f;
+        const KMASK2: u32 = 0x0f0f_0f0f;
+        const KMASK3: u32 = 0x0303_0303;
+        let word = |i: usize| {
+            u32::from_le_bytes([
+                packed[4 * i],
+                packed[4 * i + 1],
+                packed[4 * i + 2],
+                packed[4 * i + 3],
+            ])
+        };
+        let (u0, u1, u2) = (word(0), word(1), word(2));
+        let scales_lo = u0 & KMASK1;
+        let scales_hi = (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4);
+        let mins_lo = u1 & KMASK1;
+        let mins_hi = ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4);
+        unsafe {
+            _mm_set_epi32(
+                mins_hi as i32,
+                mins_lo as i32,
+                scales_hi as i32,
+                scales_lo as i32,
+            )
+        }
+    }
 }
 
 #[cfg(test)]
@@ -58,33 +372,70 @@ mod tests {
     use candle_core::Module;
     use candle_core::quantized::QMatMul;
 
-    /// The compact product equals candle's (repacked) one and is close to the exact product
-    /// of the dequantized weights; other shapes and types are left to candle.
+    /// For Q4_K and Q6_K, the products of two matrices (48 and 20 rows) with one row equal
+    /// candle's and are close to the exact products of the dequantized weights; so does
+    /// candle's compact Q4_K kernel, used without VNNI. Other shapes and types are left to
+    /// candle.
     #[test]
     fn one_row_equals_candles_product() {
         let cpu = Device::Cpu;
-        let (n, k) = (48, 512);
-        let w = Tensor::from_vec(values(n * k, 1), (n, k), &cpu).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q4K).unwrap();
-        let exact_w = q.dequantize(&cpu).unwrap();
-        let x = Tensor::from_vec(values(k, 2), (1, 1, k), &cpu).unwrap();
-        let ours = q4k_row(&q, &x).unwrap().expect("one Q4_K row is handled");
-        assert_eq!(ours.dims(), &[1, 1, n]);
+        let k = 512;
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let ours = flat(&ours);
-        let same = QTensor::quantize(&w, GgmlDType::Q4K).unwrap();
-        let candle = flat(&QMatMul::from_qtensor(same).unwrap().forward(&x).unwrap());
-        let exact = flat(&x.broadcast_matmul(&exact_w.t().unwrap()).unwrap());
-        let scale = exact.iter().fold(0f32, |m, v| m.max(v.abs()));
-        for ((o, c), e) in ours.iter().zip(&candle).zip(&exact) {
-            assert!((o - c).abs() <= 1e-4 * scale, "ours {o}, candle {c}");
-            // Q8_K rounding of x: well under 1% of the largest output.
-            assert!((o - e).abs() <= 0.01 * scale, "ours {o}, exact {e}");
+        let x = Tensor::from_vec(values(k, 2), (1, 1, k), &cpu).unwrap();
+        let ws: Vec<Tensor> = [(48, 1), (20, 4)]
+            .into_iter()
+            .map(|(n, seed)| Tensor::from_vec(values(n * k, seed), (n, k), &cpu).unwrap())
+            .collect();
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+            let qs: Vec<QTensor> = ws
+                .iter()
+                .map(|w| QTensor::quantize(w, dtype).unwrap())
+                .collect();
+            let refs: Vec<&QTensor> = qs.iter().collect();
+            let ours = one_row(&refs, &x).unwrap();
+            let ours = match (ours, dtype) {
+                (Some(ours), _) => ours,
+                // Without VNNI, Q6_K is left to candle.
+                (None, GgmlDType::Q6K) if Isa::detect() != Isa::Vnni => continue,
+                (None, _) => panic!("one {dtype:?} row is handled"),
+            };
+            let data: Vec<_> = qs
+                .iter()
+                .map(|q| (q.data().unwrap(), q.shape().dims2().unwrap().0))
+                .collect();
+            let compact = match dtype {
+                GgmlDType::Q4K => Some(candle_rows(&data, &x, k).unwrap().unwrap()),
+                _ => None,
+            };
+            for (i, ((w, q), o)) in ws.iter().zip(&qs).zip(&ours).enumerate() {
+                let n = q.shape().dims2().unwrap().0;
+                assert_eq!(o.dims(), &[1, 1, n]);
+                let same = QTensor::quantize(w, dtype).unwrap();
+                let candle = flat(&QMatMul::from_qtensor(same).unwrap().forward(&x).unwrap());
+                let exact_w = q.dequantize(&cpu).unwrap();
+                let exact = flat(&x.broadcast_matmul(&exact_w.t().unwrap()).unwrap());
+                let scale = exact.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for ((o, t), e) in flat(o).iter().zip(&candle).zip(&exact) {
+                    assert!(
+                        (o - t).abs() <= 1e-4 * scale,
+                        "{dtype:?}: ours {o}, candle {t}"
+                    );
+                    // Q8_K rounding of x: well under 1% of the largest output.
+                    assert!(
+                        (o - e).abs() <= 0.01 * scale,
+                        "{dtype:?}: ours {o}, exact {e}"
+                    );
+                }
+                if let Some(compact) = &compact {
+                    for (c, t) in flat(&compact[i]).iter().zip(&candle) {
+                        assert!((c - t).abs() <= 1e-4 * scale, "compact {c}, candle {t}");
+                    }
+                }
+            }
+            let two_rows = Tensor::from_vec(values(2 * k, 3), (2, k), &cpu).unwrap();
+            assert!(one_row(&refs, &two_rows).unwrap().is_none());
         }
-
-        let two_rows = Tensor::from_vec(values(2 * k, 3), (2, k), &cpu).unwrap();
-        assert!(q4k_row(&q, &two_rows).unwrap().is_none());
-        let q8 = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
-        assert!(q4k_row(&q8, &x).unwrap().is_none());
+        let q8 = QTensor::quantize(&ws[0], GgmlDType::Q8_0).unwrap();
+        assert!(one_row(&[&q8], &x).unwrap().is_none());
     }
 }

@@ -27,6 +27,7 @@ mod generate;
 mod gguf_tokenizer;
 mod hf;
 mod q4_1;
+mod qdot;
 mod qwen2;
 mod template;
 

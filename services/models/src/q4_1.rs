@@ -8,20 +8,17 @@
 //! `Σ_blocks d_w·d_x·Σ q_w·q_x + m_w·s_x`. The integer products run on AVX-512 VNNI or AVX2,
 //! chosen at run time, else on a scalar loop that sums the same integers.
 //!
-//! The work runs on candle's CPU thread pool, the one its own matmuls use, so the two never
-//! compete for cores. Items are groups of weight rows times tiles of up to four input rows,
-//! so a prompt reuses each unpacked weight block for four of its rows.
+//! The work runs through [`crate::qdot`]: a prompt reuses each unpacked weight block for four
+//! of its rows.
 
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 use half::f16;
+
+use crate::qdot::{Isa, TILE_ROWS};
 
 /// Values per block, for both the weights and the quantized input.
 const QK: usize = 32;
-/// Input rows that share one pass over a weight row.
-const TILE_ROWS: usize = 4;
-/// Weight rows per work item.
-const GROUP_ROWS: usize = 8;
 
 /// ggml's `block_q4_1`: scale `d` and minimum `m` as f16 bits, then 32 unsigned 4-bit values
 /// `q` (value `j` in the low nibble of byte `j`, value `j + 16` in its high nibble); each
@@ -48,65 +45,29 @@ struct BlockQ8_1 {
 /// (…, nᵢ) per matrix, in order. `x` is quantized once for all of them. `None` when those
 /// conditions do not hold or `k` is not a multiple of 32; the caller then uses candle.
 pub(crate) fn matmul(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
-    let Some(&k) = x.dims().last() else {
+    let Some(stored) = crate::qdot::stored(ws, x, GgmlDType::Q4_1, QK)? else {
         return Ok(None);
     };
-    let usable = !ws.is_empty()
-        && x.device().is_cpu()
-        && x.dtype() == DType::F32
-        && k.is_multiple_of(QK)
-        && ws.iter().all(|w| {
-            w.dtype() == GgmlDType::Q4_1
-                && w.device().is_cpu()
-                && w.shape().dims2().is_ok_and(|(_, wk)| wk == k)
-        });
-    if !usable {
-        return Ok(None);
-    }
-    let kb = k / QK;
-    let m: usize = x.dims().iter().rev().skip(1).product();
-    let data = ws.iter().map(|w| w.data()).collect::<Result<Vec<_>>>()?;
+    let kb = x.dims().last().copied().unwrap_or(0) / QK;
     let mut parts: Vec<(&[BlockQ4_1], usize)> = Vec::with_capacity(ws.len());
-    for (w, bytes) in ws.iter().zip(&data) {
-        let (n, _) = w.shape().dims2()?;
+    for (bytes, n) in &stored {
         match blocks(bytes, n * kb) {
-            Some(b) => parts.push((b, n)),
+            Some(b) => parts.push((b, *n)),
             None => return Ok(None),
         }
     }
-
-    let xs = x.flatten_all()?.to_vec1::<f32>()?;
-    let mut xq = vec![BlockQ8_1::default(); m * kb];
-    for (row, out) in xs.chunks_exact(k).zip(xq.chunks_exact_mut(kb)) {
-        quantize_row(row, out);
-    }
-    let mut outs: Vec<Vec<f32>> = parts.iter().map(|&(_, n)| vec![0f32; m * n]).collect();
-    run(&parts, &xq, m, kb, &mut outs, Isa::detect());
-
-    outs.into_iter()
-        .zip(&parts)
-        .map(|(out, &(_, n))| {
-            let mut dims = x.dims().to_vec();
-            if let Some(last) = dims.last_mut() {
-                *last = n;
-            }
-            Tensor::from_vec(out, dims, x.device())
-        })
-        .collect::<Result<Vec<_>>>()
-        .map(Some)
+    let isa = Isa::detect();
+    crate::qdot::products(&parts, x, QK, quantize_row, |w, x, rows, out| {
+        dot_rows(w, x, rows, out, isa)
+    })
+    .map(Some)
 }
 
 /// The bytes of a CPU Q4_1 tensor as its `len` blocks; `None` when the length or alignment
 /// does not fit.
 fn blocks(bytes: &[u8], len: usize) -> Option<&[BlockQ4_1]> {
-    let size = std::mem::size_of::<BlockQ4_1>();
-    let aligned = (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<BlockQ4_1>());
-    if !aligned || bytes.len() != len * size {
-        return None;
-    }
-    // SAFETY: the pointer is aligned for `BlockQ4_1` and covers `len` blocks (checked above);
-    // the block is `repr(C)` u16s and u8s, valid for any bytes, and the slice borrows `bytes`.
-    Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<BlockQ4_1>(), len) })
+    // SAFETY: `BlockQ4_1` is `repr(C)` u16s and u8s, valid for any bytes.
+    unsafe { crate::qdot::as_blocks(bytes, len) }
 }
 
 /// Quantizes one row (a multiple of 32 values) as llama.cpp's `quantize_row_q8_1` does:
@@ -126,100 +87,6 @@ fn quantize_row(x: &[f32], out: &mut [BlockQ8_1]) {
         b.d = f16::from_f32(d).to_f32();
         b.s = f16::from_f32(d * sum as f32).to_f32();
     }
-}
-
-/// The instruction set the dot products use.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Isa {
-    Scalar,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Vnni,
-}
-
-impl Isa {
-    /// The fastest this CPU runs.
-    fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            let avx2 = has!("avx2") && has!("fma") && has!("f16c");
-            if avx2 && has!("avx512f") && has!("avx512vl") && has!("avx512vnni") {
-                return Isa::Vnni;
-            }
-            if avx2 {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Scalar
-    }
-
-    /// Every instruction set this CPU runs, for tests.
-    #[cfg(test)]
-    fn available() -> Vec<Isa> {
-        let mut all = vec![Isa::Scalar];
-        #[cfg(target_arch = "x86_64")]
-        {
-            let best = Isa::detect();
-            if best != Isa::Scalar {
-                all.push(Isa::Avx2);
-            }
-            if best == Isa::Vnni {
-                all.push(Isa::Vnni);
-            }
-        }
-        all
-    }
-}
-
-/// A pointer to output rows that work items write disjoint parts of.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: each output element is written by exactly one work item (see `run`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-/// Fills `outs[p]` (m × nₚ, row-major) with the products of the `m` quantized rows `xq`
-/// (`kb` blocks each) and each part's matrix, on candle's CPU pool.
-fn run(
-    parts: &[(&[BlockQ4_1], usize)],
-    xq: &[BlockQ8_1],
-    m: usize,
-    kb: usize,
-    outs: &mut [Vec<f32>],
-    isa: Isa,
-) {
-    let tiles = m.div_ceil(TILE_ROWS);
-    // Items are (part, group of weight rows, tile of input rows), tiles varying fastest: a
-    // worker's run of items keeps one group of weight rows in L1.
-    let mut first_item = Vec::with_capacity(parts.len() + 1);
-    let mut items = 0;
-    for &(_, n) in parts {
-        first_item.push(items);
-        items += n.div_ceil(GROUP_ROWS) * tiles;
-    }
-    first_item.push(items);
-    let ptrs: Vec<OutPtr> = outs.iter_mut().map(|o| OutPtr(o.as_mut_ptr())).collect();
-    let item = |i: usize| {
-        let p = first_item.partition_point(|&f| f <= i) - 1;
-        let (w, n) = parts[p];
-        let local = i - first_item[p];
-        let (group, tile) = (local / tiles, local % tiles);
-        let r0 = tile * TILE_ROWS;
-        let rows = TILE_ROWS.min(m - r0);
-        let x = &xq[r0 * kb..(r0 + rows) * kb];
-        for j in group * GROUP_ROWS..n.min((group + 1) * GROUP_ROWS) {
-            let mut res = [0f32; TILE_ROWS];
-            dot_rows(&w[j * kb..(j + 1) * kb], x, rows, &mut res, isa);
-            for (r, v) in res.iter().take(rows).enumerate() {
-                // SAFETY: `(r0 + r, j)` is inside part `p`'s m × n output, and only the item
-                // holding row group `group` and row tile `tile` writes it.
-                unsafe { *ptrs[p].0.add((r0 + r) * n + j) = *v };
-            }
-        }
-    };
-    candle_core::utils::barrier_pool().execute_chunked(items, |range| range.for_each(item));
 }
 
 /// `out[r]` = the product of weight row `w` (`kb` blocks) and input row `r` of `x` (`rows`
@@ -404,7 +271,10 @@ mod tests {
                 .into_iter()
                 .map(|isa| {
                     let mut out = vec![vec![0f32; m * 13]];
-                    run(&[(w, 13)], &xq, m, k / QK, &mut out, isa);
+                    let dot = |w: &[BlockQ4_1], x: &[BlockQ8_1], rows, o: &mut _| {
+                        dot_rows(w, x, rows, o, isa)
+                    };
+                    crate::qdot::run(&[(w, 13)], &xq, m, k / QK, &mut out, dot);
                     out.remove(0)
                 })
                 .collect();

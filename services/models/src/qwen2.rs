@@ -12,10 +12,10 @@
 //! - candle's quantized Qwen2 expands the token-embedding table to f32 (151,936 × 1,536:
 //!   933 MB for Qwen2.5-1.5B). Here, on the CPU, the table stays quantized and only the rows
 //!   of the tokens being read are dequantized; the tied output head shares it.
-//! - In decode (one token), Q4_K matrices are read as stored, not through candle's larger
-//!   repacked copy ([`crate::gemv`]). The Q, K and V projections, and the MLP's gate and up,
-//!   of other quantized types run as one fused matrix-vector pass
-//!   (`QTensor::gemv_fused_shared_lhs`), quantizing the input once.
+//! - In decode (one token), Q4_K and Q6_K matrices are read as stored, not through candle's
+//!   larger repacked copy ([`crate::gemv`]). The Q, K and V projections, and the MLP's gate
+//!   and up, run as one pass that quantizes the input once when their weights share a type
+//!   (quire's kernels for Q4_K, Q6_K and Q4_1; `QTensor::gemv_fused_shared_lhs` for others).
 //! - Q4_1 matrices (SmolLM2's), which candle multiplies with scalar loops, go through quire's
 //!   own kernel ([`crate::q4_1`]) for prompts and decode alike, kept as stored.
 //! - The KV cache is written in place into buffers with room to grow ([`KvCache`]): a decode
@@ -115,7 +115,7 @@ impl Proj {
                 let row = match w {
                     QMatMul::QTensor(t) => match crate::q4_1::matmul(&[t], x)? {
                         Some(mut ys) => ys.pop(),
-                        None => crate::gemv::q4k_row(t, x)?,
+                        None => crate::gemv::one_row(&[t], x)?.and_then(|mut ys| ys.pop()),
                     },
                     _ => None,
                 };
@@ -153,6 +153,15 @@ impl Proj {
         let fused = match qs {
             Some(qs) if qs.iter().all(|q| q.dtype() == GgmlDType::Q4_1) => {
                 crate::q4_1::matmul(&qs, x)?
+            }
+            Some(qs)
+                if rows == 1
+                    && qs.windows(2).all(|w| w[0].dtype() == w[1].dtype())
+                    && qs
+                        .first()
+                        .is_some_and(|q| matches!(q.dtype(), GgmlDType::Q4K | GgmlDType::Q6K)) =>
+            {
+                crate::gemv::one_row(&qs, x)?
             }
             Some(qs)
                 if rows == 1
