@@ -67,15 +67,14 @@ impl Default for Q8K {
     }
 }
 
-/// Quantizes one row to Q8_K with candle's quantizer.
+/// Quantizes one row to Q8_K with candle's quantizer, in place.
 fn quantize_row(x: &[f32], out: &mut [Q8K]) {
-    let mut blocks = vec![BlockQ8K::zeros(); out.len()];
-    BlockQ8K::from_float(x, &mut blocks);
     // SAFETY: `Q8K` mirrors `BlockQ8K`'s `repr(C)` layout (same fields in the same order;
-    // size and alignment asserted above), and both are plain numbers.
-    let mirrored =
-        unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<Q8K>(), blocks.len()) };
-    out.copy_from_slice(mirrored);
+    // size and alignment asserted above), and both are plain numbers valid for any bytes;
+    // the slice borrows `out` mutably for this call only.
+    let blocks =
+        unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<BlockQ8K>(), out.len()) };
+    BlockQ8K::from_float(x, blocks);
 }
 
 /// `x · wᵢᵀ` for each `wᵢ` (nᵢ, k), all Q4_K or all Q6_K, and `x` (…, k) in f32 holding one
@@ -161,11 +160,11 @@ fn candle_rows(
         };
         let mut out = vec![0f32; *n];
         k_quants::matmul::<k_quants::BlockQ4K>((1, k, *n), &lhs, blocks, &mut out)?;
-        let mut dims = x.dims().to_vec();
-        if let Some(last) = dims.last_mut() {
-            *last = *n;
-        }
-        outs.push(Tensor::from_vec(out, dims, x.device())?);
+        outs.push(Tensor::from_vec(
+            out,
+            crate::qdot::with_last_dim(x, *n),
+            x.device(),
+        )?);
     }
     Ok(Some(outs))
 }
@@ -173,6 +172,7 @@ fn candle_rows(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{BlockQ4K, BlockQ6K, Q8K};
+    use crate::qdot::hsum256;
     use std::arch::x86_64::*;
 
     /// How far ahead of the block being read its successors are prefetched, in bytes.
@@ -321,15 +321,6 @@ mod x86 {
                 acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sum), acc);
             }
             _mm512_reduce_add_ps(acc) - hsum256(acc_offset)
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn hsum256(v: __m256) -> f32 {
-        unsafe {
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
         }
     }
 

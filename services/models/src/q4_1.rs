@@ -140,6 +140,7 @@ fn dot_scalar(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{BlockQ4_1, BlockQ8_1, TILE_ROWS};
+    use crate::qdot::hsum256;
     use std::arch::x86_64::*;
 
     /// The 32 weights of a block as unsigned bytes in value order, and its `d` and `m`.
@@ -155,16 +156,6 @@ mod x86 {
             let d = _mm_cvtss_f32(dm);
             let m = _mm_cvtss_f32(_mm_shuffle_ps::<1>(dm, dm));
             (_mm256_set_m128i(hi, lo), d, m)
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
-        unsafe {
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-            _mm_cvtss_f32(s)
         }
     }
 
@@ -192,7 +183,7 @@ mod x86 {
                 }
             }
             for r in 0..R {
-                out[r] = hsum(acc[r]) + mins[r];
+                out[r] = hsum256(acc[r]) + mins[r];
             }
         }
     }

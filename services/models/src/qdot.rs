@@ -135,14 +135,33 @@ pub(crate) fn products<W: Sync, X: Clone + Default + Sync>(
     run(parts, &xq, m, kb, &mut outs, dot);
     outs.into_iter()
         .zip(parts)
-        .map(|(out, &(_, n))| {
-            let mut dims = x.dims().to_vec();
-            if let Some(last) = dims.last_mut() {
-                *last = n;
-            }
-            Tensor::from_vec(out, dims, x.device())
-        })
+        .map(|(out, &(_, n))| Tensor::from_vec(out, with_last_dim(x, n), x.device()))
         .collect()
+}
+
+/// `x`'s dimensions with the last one replaced by `n`: the shape of `x · wᵀ` for `w` (n, k).
+pub(crate) fn with_last_dim(x: &Tensor, n: usize) -> Vec<usize> {
+    let mut dims = x.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = n;
+    }
+    dims
+}
+
+/// The sum of the eight lanes of `v`.
+///
+/// # Safety
+/// The CPU must have AVX (every caller is compiled for AVX2 or above).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
 }
 
 /// A pointer to output rows that work items write disjoint parts of.

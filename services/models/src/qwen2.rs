@@ -113,10 +113,7 @@ impl Proj {
             Proj::Dense(l) => l.forward(x),
             Proj::Quant(w, b) => {
                 let row = match w {
-                    QMatMul::QTensor(t) => match crate::q4_1::matmul(&[t], x)? {
-                        Some(mut ys) => ys.pop(),
-                        None => crate::gemv::one_row(&[t], x)?.and_then(|mut ys| ys.pop()),
-                    },
+                    QMatMul::QTensor(t) => own_products(&[t], x)?.and_then(|mut ys| ys.pop()),
                     _ => None,
                 };
                 let y = match row {
@@ -143,35 +140,25 @@ impl Proj {
         }
     }
 
-    /// Applies every projection to `x`. Q4_1 weights share one quantization of `x` and one
-    /// pass of the thread pool ([`crate::q4_1`]); for a single token and quantized weights of
-    /// another single type, one fused pass reads `x` once; otherwise each runs alone. Same
-    /// results.
+    /// Applies every projection to `x`. Quantized weights of one type share one quantization
+    /// of `x` and one pass: quire's kernels where they apply ([`own_products`]), else, for a
+    /// single token, candle's fused pass; otherwise each runs alone. Same results.
     fn forward_all<const N: usize>(projs: [&Proj; N], x: &Tensor) -> Result<[Tensor; N]> {
         let rows: usize = x.dims().iter().rev().skip(1).product();
         let qs: Option<Vec<&QTensor>> = projs.iter().map(|p| p.qtensor()).collect();
         let fused = match qs {
-            Some(qs) if qs.iter().all(|q| q.dtype() == GgmlDType::Q4_1) => {
-                crate::q4_1::matmul(&qs, x)?
-            }
-            Some(qs)
-                if rows == 1
-                    && qs.windows(2).all(|w| w[0].dtype() == w[1].dtype())
-                    && qs
-                        .first()
-                        .is_some_and(|q| matches!(q.dtype(), GgmlDType::Q4K | GgmlDType::Q6K)) =>
-            {
-                crate::gemv::one_row(&qs, x)?
-            }
-            Some(qs)
-                if rows == 1
+            Some(qs) => match own_products(&qs, x)? {
+                Some(ys) => Some(ys),
+                None if rows == 1
                     && qs.windows(2).all(|w| w[0].dtype() == w[1].dtype())
                     // Q4_K rows read the compact weights instead (`crate::gemv`).
                     && qs.first().is_some_and(|q| q.dtype() != GgmlDType::Q4K) =>
-            {
-                QTensor::gemv_fused_shared_lhs(&qs, &x.contiguous()?)?
-            }
-            _ => None,
+                {
+                    QTensor::gemv_fused_shared_lhs(&qs, &x.contiguous()?)?
+                }
+                None => None,
+            },
+            None => None,
         };
         let outs: Vec<Tensor> = match fused {
             Some(outs) => outs
@@ -186,6 +173,16 @@ impl Proj {
         };
         outs.try_into()
             .map_err(|_| candle_core::Error::Msg("a projection gave no output".into()))
+    }
+}
+
+/// `x · wᵢᵀ` for every `wᵢ` through quire's own CPU kernels, which quantize `x` once for all
+/// of them: [`crate::q4_1`] when all are Q4_1, [`crate::gemv`] for one row when all are Q4_K
+/// or all Q6_K. `None` where neither applies (the caller then uses candle).
+fn own_products(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
+    match crate::q4_1::matmul(ws, x)? {
+        Some(ys) => Ok(Some(ys)),
+        None => crate::gemv::one_row(ws, x),
     }
 }
 
