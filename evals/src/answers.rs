@@ -79,6 +79,9 @@ pub struct Outcome {
     /// The model's probability of replying that the sources do not hold the answer, measured
     /// before generating; `None` when the model was not asked.
     pub no_answer_probability: Option<f32>,
+    /// The model's log-odds that the cited sentence answers the question, measured after
+    /// answering; `None` when the check did not run.
+    pub verification_log_odds: Option<f32>,
     /// Answer sentences, and those a cited source supports.
     pub sentences: usize,
     pub supported_sentences: usize,
@@ -217,10 +220,36 @@ pub fn summarize(model: &str, outcomes: &[Outcome]) -> Summary {
     }
 }
 
-/// One setting of the abstention threshold and what it does to a run.
+/// A score `Ask` abstains on, and which way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// The no-answer probability before generating: abstain above the threshold.
+    NoAnswer,
+    /// The answer check's log-odds after answering: abstain below the threshold.
+    Verification,
+}
+
+impl Gate {
+    fn value(self, o: &Outcome) -> Option<f32> {
+        match self {
+            Gate::NoAnswer => o.no_answer_probability,
+            Gate::Verification => o.verification_log_odds,
+        }
+    }
+
+    /// True when the gate set at `threshold` abstains on `value`.
+    fn abstains(self, value: f32, threshold: f32) -> bool {
+        match self {
+            Gate::NoAnswer => value > threshold,
+            Gate::Verification => value < threshold,
+        }
+    }
+}
+
+/// One setting of an abstention threshold and what it does to a run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AbstainPoint {
-    /// Abstain when the no-answer probability is above this.
+    /// The gate's threshold (see [`Gate`] for which way it abstains).
     pub threshold: f32,
     /// SQuAD v2.0's F1 over all questions: an unanswerable question scores 1 when abstained on.
     pub squad_f1: f64,
@@ -231,15 +260,15 @@ pub struct AbstainPoint {
     pub abstention_recall: f64,
 }
 
-/// The run's outcomes as if `Ask` had also abstained whenever the no-answer probability was
-/// above `threshold`. Exact only for thresholds no higher than the run's own: a question the
-/// run abstained on by probability has no answer to score.
-pub fn with_abstain_threshold(outcomes: &[Outcome], threshold: f32) -> Vec<Outcome> {
+/// The run's outcomes as if `Ask` had also abstained whenever `gate` at `threshold` does.
+/// Exact only for thresholds at least as strict as the run's own: a question the run abstained
+/// on by the gate has no answer to score.
+pub fn with_abstain_threshold(outcomes: &[Outcome], gate: Gate, threshold: f32) -> Vec<Outcome> {
     outcomes
         .iter()
         .map(|o| {
             let mut o = o.clone();
-            if !o.abstained && o.no_answer_probability.is_some_and(|p| p > threshold) {
+            if !o.abstained && gate.value(&o).is_some_and(|v| gate.abstains(v, threshold)) {
                 o.abstained = true;
                 o.cited_gold = None;
                 o.cited_answer = None;
@@ -250,21 +279,30 @@ pub fn with_abstain_threshold(outcomes: &[Outcome], threshold: f32) -> Vec<Outco
         .collect()
 }
 
-/// The run's metrics at every abstention threshold it can score (each no-answer probability
-/// seen, up to `configured`, the run's own threshold, and `configured` itself), lowest first.
-pub fn abstention_curve(outcomes: &[Outcome], configured: f32) -> Vec<AbstainPoint> {
+/// The run's metrics at every threshold of `gate` it can score: each value seen that is at
+/// least as strict as `configured` (the run's own threshold), and `configured` itself when
+/// there is one. Strictest (most abstentions) first.
+pub fn abstention_curve(
+    outcomes: &[Outcome],
+    gate: Gate,
+    configured: Option<f32>,
+) -> Vec<AbstainPoint> {
+    // Values the run's own threshold let through were answered, so they can be scored.
     let mut thresholds: Vec<f32> = outcomes
         .iter()
-        .filter_map(|o| o.no_answer_probability)
-        .filter(|p| *p <= configured)
-        .chain(std::iter::once(configured))
+        .filter_map(|o| gate.value(o))
+        .filter(|v| configured.is_none_or(|c| !gate.abstains(*v, c)))
+        .chain(configured)
         .collect();
     thresholds.sort_by(f32::total_cmp);
     thresholds.dedup();
+    if gate == Gate::Verification {
+        thresholds.reverse();
+    }
     thresholds
         .into_iter()
         .map(|threshold| {
-            let run = with_abstain_threshold(outcomes, threshold);
+            let run = with_abstain_threshold(outcomes, gate, threshold);
             let summary = summarize("", &run);
             AbstainPoint {
                 threshold,
@@ -278,9 +316,10 @@ pub fn abstention_curve(outcomes: &[Outcome], configured: f32) -> Vec<AbstainPoi
         .collect()
 }
 
-/// The point of `curve` that abstains on the most unanswerable questions while at least
-/// `min_precision` of its abstentions are right (the highest threshold among equals, so no
-/// answer is given up for nothing); `None` when no point reaches that precision.
+/// The point of `curve` (strictest first, as [`abstention_curve`] orders it) that abstains
+/// on the most unanswerable questions while at least `min_precision` of its abstentions are
+/// right (the least strict among equals, so no answer is given up for nothing); `None` when
+/// no point reaches that precision.
 pub fn calibrate_abstain_threshold(
     curve: &[AbstainPoint],
     min_precision: f64,
@@ -416,7 +455,7 @@ mod tests {
             with_p(outcome(&[], false, "Tarra"), 0.35),
             with_p(outcome(&[], false, "Ostby"), 0.60),
         ];
-        let curve = abstention_curve(&run, 1.0);
+        let curve = abstention_curve(&run, Gate::NoAnswer, Some(1.0));
         let thresholds: Vec<f32> = curve.iter().map(|p| p.threshold).collect();
         assert_eq!(thresholds, vec![0.05, 0.3, 0.35, 0.6, 1.0]);
         let at = |t: f32| curve.iter().find(|p| p.threshold == t).unwrap();
@@ -443,11 +482,43 @@ mod tests {
         assert!(calibrate_abstain_threshold(&without, 0.99).is_some());
         assert!(calibrate_abstain_threshold(&without[..1], 0.8).is_none());
         // A run that already abstained above 0.3 cannot score higher thresholds.
-        let capped: Vec<f32> = abstention_curve(&run, 0.3)
+        let capped: Vec<f32> = abstention_curve(&run, Gate::NoAnswer, Some(0.3))
             .iter()
             .map(|p| p.threshold)
             .collect();
         assert_eq!(capped, vec![0.05, 0.3]);
+    }
+
+    #[test]
+    fn verification_threshold_abstains_below_and_prefers_the_least_strict() {
+        let with_v = |mut o: Outcome, v: f32| {
+            o.verification_log_odds = Some(v);
+            o
+        };
+        let run = vec![
+            with_v(outcome(&["1932"], false, "1932"), 2.0),
+            with_v(outcome(&["Brenner"], false, "Brenner"), 0.5),
+            with_v(outcome(&[], false, "Tarra"), 0.2),
+            with_v(outcome(&[], false, "Ostby"), -1.0),
+            // Not checked (abstained before the check): never moved by the gate.
+            outcome(&[], true, ""),
+        ];
+        let curve = abstention_curve(&run, Gate::Verification, None);
+        let thresholds: Vec<f32> = curve.iter().map(|p| p.threshold).collect();
+        assert_eq!(thresholds, vec![2.0, 0.5, 0.2, -1.0], "strictest first");
+        let at = |t: f32| curve.iter().find(|p| p.threshold == t).unwrap();
+        // Below 0.5: Tarra and Ostby, both unanswerable, plus the earlier abstention.
+        assert_eq!((at(0.5).abstention_recall, at(0.5).f1), (1.0, 1.0));
+        assert_eq!(at(-1.0).abstention_recall, 1.0 / 3.0);
+        // Below 2.0 catches the same and loses Brenner; 0.5 is chosen.
+        let best = calibrate_abstain_threshold(&curve, 0.8).unwrap();
+        assert_eq!(best.threshold, 0.5);
+        // A run that abstained below 0.3 cannot score less strict thresholds.
+        let capped: Vec<f32> = abstention_curve(&run, Gate::Verification, Some(0.3))
+            .iter()
+            .map(|p| p.threshold)
+            .collect();
+        assert_eq!(capped, vec![2.0, 0.5, 0.3]);
     }
 
     #[test]

@@ -68,6 +68,13 @@ pub struct EngineConfig {
     /// Default: the value calibrated for the configured LLM and prompt
     /// ([`crate::prompt::calibrated_abstain_probability`]), or 1 for an LLM from `llm_dir`.
     pub abstain_probability: Option<f32>,
+    /// After answering, `Ask` shows the model the question and the sentence of the cited
+    /// source that states the answer, asks whether that sentence answers exactly this
+    /// question, and abstains when the log-odds of its reply being yes rather than no are
+    /// below this. `-inf` turns the check off (no pass is run). Default: the value calibrated
+    /// for the configured LLM and check ([`crate::prompt::calibrated_min_verification`]);
+    /// off for an LLM from `llm_dir`.
+    pub min_verification: Option<f32>,
     /// Tokens the LLM may generate when the request does not say. Default: 256.
     pub max_answer_tokens: usize,
     /// How long `Ask` asks the model to make its answers: `concise` (default; the fewest
@@ -117,6 +124,7 @@ impl Default for EngineConfig {
             ask_sources: 5,
             min_relevance: 0.3,
             abstain_probability: None,
+            min_verification: None,
             max_answer_tokens: 256,
             answer_style: AnswerStyle::default(),
             ingest_workers: 2,

@@ -205,6 +205,10 @@ pub struct Answer {
     /// [`prompt::NOT_FOUND_REPLY`] (what `abstain_probability` is compared with); `None` when
     /// the model was not asked or cannot be probed.
     pub no_answer_probability: Option<f32>,
+    /// The log-odds of the model judging, when shown the source sentence that states the
+    /// answer ([`prompt::verify_messages`]), that it answers the question (what
+    /// `min_verification` is compared with); `None` when the check did not run.
+    pub verification_log_odds: Option<f32>,
     /// The numbered sources the model saw; `sources[0]` is `[1]`.
     pub sources: Vec<Hit>,
     /// Name of the LLM; empty when it was not called.
@@ -247,6 +251,11 @@ impl Engine {
             return Err(Error::InvalidArgument(format!(
                 "abstain_probability must be in [0, 1], got {p}"
             )));
+        }
+        if config.min_verification.is_some_and(f32::is_nan) {
+            return Err(Error::InvalidArgument(
+                "min_verification must be a number or -inf".into(),
+            ));
         }
         if config.chunk_tokens == 0 || config.chunk_overlap_tokens >= config.chunk_tokens {
             return Err(Error::InvalidArgument(format!(
@@ -316,6 +325,18 @@ impl Engine {
             (None, Some(_)) => 1.0,
             (None, None) => prompt::calibrated_abstain_probability(self.llm),
         }
+    }
+
+    /// The answer-check log-odds below which `Ask` abstains: the configured one, else the one
+    /// calibrated for the LLM; `None` when the check is off (`-inf`, an LLM from `llm_dir`, or
+    /// an LLM with no calibration).
+    pub fn min_verification(&self) -> Option<f32> {
+        let min = match (self.config.min_verification, &self.config.llm_dir) {
+            (Some(v), _) => Some(v),
+            (None, Some(_)) => None,
+            (None, None) => prompt::calibrated_min_verification(self.llm),
+        };
+        min.filter(|v| *v > f32::NEG_INFINITY)
     }
 
     /// The stores, for inspection (tests, stats).
@@ -601,17 +622,9 @@ impl Engine {
         let generator = self.load_generator().await?;
         let query = query.to_string();
         blocking(move || {
-            let choices: Vec<&str> = prompt::RERANK_YES
-                .iter()
-                .chain(prompt::RERANK_NO.iter())
-                .copied()
-                .collect();
-            let yes = prompt::RERANK_YES.len();
             for hit in &mut hits[..n] {
                 let messages = prompt::rerank_messages(&query, &hit.chunk.text);
-                let logits = generator.first_token_logits(&messages, &choices)?;
-                let (y, no) = logits.split_at(yes);
-                hit.rerank_score = Some(log_sum_exp(y) - log_sum_exp(no));
+                hit.rerank_score = Some(yes_log_odds(&generator, &messages)?);
             }
             hits[..n].sort_by(|a, b| {
                 let score = |h: &Hit| h.rerank_score.unwrap_or(f32::NEG_INFINITY);
@@ -745,6 +758,7 @@ impl Engine {
         let generator = self.load_generator().await?;
         let question = query.question.clone();
         let gen_for_task = generator.clone();
+        let gen_for_check = generator.clone();
         let (sources, blocks) = blocking(move || {
             let passages = packing::merge_overlapping(relevant);
             pack_sources(&gen_for_task, passages, params.max_tokens)
@@ -790,12 +804,77 @@ impl Engine {
             answer.citations = cite(&sources, &answer.sentences);
             if answer.citations.is_empty() {
                 answer.abstained = Some("the answer cited no source that was given".into());
+            } else if !answer.sentences.iter().any(|s| s.supported) {
+                answer.abstained = Some(
+                    "no source states the answer: no answer sentence passed the support check"
+                        .into(),
+                );
+            } else if generation.stop != StopReason::Cancelled
+                && let Some(min) = self.min_verification()
+            {
+                // A cancelled request has no reader left: the check is not run for it.
+                let evidence =
+                    evidence_text(&question, &generation.text, &answer.sentences, &sources);
+                let messages = prompt::verify_messages(&question, &evidence);
+                let score = blocking(move || yes_log_odds(&gen_for_check, &messages)).await?;
+                answer.verification_log_odds = Some(score);
+                if score < min {
+                    answer.abstained = Some(format!(
+                        "the model, shown the cited sentence that states the answer, judged that \
+                         it does not answer this question (log-odds {score:.2} of yes; threshold \
+                         {min:.2})"
+                    ));
+                }
             }
         }
         answer.text = generation.text;
         answer.sources = sources;
         Ok(answer)
     }
+}
+
+/// The source sentences that state `answer`'s supported sentences: for each, the sentence of
+/// its first cited source that states the most of it ([`support::evidence`]), each once, in
+/// order.
+fn evidence_text(
+    question: &str,
+    answer: &str,
+    sentences: &[support::SentenceSupport],
+    sources: &[Hit],
+) -> String {
+    let mut picked: Vec<&str> = Vec::new();
+    for s in sentences.iter().filter(|s| s.supported) {
+        let plain = citations::strip_markers(answer.get(s.span.clone()).unwrap_or_default());
+        let Some(text) = s
+            .cited
+            .first()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| sources.get(i))
+            .map(|h| h.chunk.text.as_str())
+        else {
+            continue;
+        };
+        if let Some(span) = support::evidence(question, &plain, text) {
+            let sentence = &text[span];
+            if !picked.contains(&sentence) {
+                picked.push(sentence);
+            }
+        }
+    }
+    picked.join(" ")
+}
+
+/// The log-odds of the model's reply to `messages` starting with yes rather than no (one
+/// prompt pass, nothing generated).
+fn yes_log_odds(generator: &Generator, messages: &[quire_models::ChatMessage]) -> Result<f32> {
+    let choices: Vec<&str> = prompt::RERANK_YES
+        .iter()
+        .chain(prompt::RERANK_NO.iter())
+        .copied()
+        .collect();
+    let logits = generator.first_token_logits(messages, &choices)?;
+    let (yes, no) = logits.split_at(prompt::RERANK_YES.len());
+    Ok(log_sum_exp(yes) - log_sum_exp(no))
 }
 
 /// The checked citations of an answer: the sources its sentences cite (see

@@ -65,11 +65,23 @@ fn content_words(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The share of `sentence`'s content words that occur in `source` (0 when it has none).
+/// Lower-cased alphanumeric runs of `text`, in order.
+fn tokens(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// The share of `sentence`'s content words that occur in `source`. A sentence with no content
+/// word (a short answer such as "k" or "L") scores 1 when its words occur in `source` as one
+/// run of whole words, else 0.
 pub fn support(sentence: &str, source: &str) -> f32 {
     let words = content_words(sentence);
     if words.is_empty() {
-        return 0.0;
+        let run = tokens(sentence);
+        let found = !run.is_empty() && tokens(source).windows(run.len()).any(|w| w == run);
+        return if found { 1.0 } else { 0.0 };
     }
     let source_words: std::collections::HashSet<String> =
         content_words(source).into_iter().collect();
@@ -151,6 +163,30 @@ pub fn question_context(question: &str, sentence: &str, source: &str, min: f32) 
     best
 }
 
+/// The sentence of `source` that best states `sentence`: the most of its content words (see
+/// [`support`]), ties to the one with the most of `question`'s content words, then the first.
+/// `None` when no sentence of `source` holds any of it.
+pub fn evidence(question: &str, sentence: &str, source: &str) -> Option<Range<usize>> {
+    let asked = content_words(question);
+    let mut best: Option<(f32, usize, Range<usize>)> = None;
+    for span in sentence_spans(source) {
+        let score = support(sentence, &source[span.clone()]);
+        if score == 0.0 {
+            continue;
+        }
+        let words: std::collections::HashSet<String> =
+            content_words(&source[span.clone()]).into_iter().collect();
+        let context = asked.iter().filter(|w| words.contains(*w)).count();
+        if best
+            .as_ref()
+            .is_none_or(|(s, c, _)| score > *s || (score == *s && context > *c))
+        {
+            best = Some((score, context, span));
+        }
+    }
+    best.map(|(_, _, span)| span)
+}
+
 /// Checks every sentence of `answer` to `question` against the sources: the share of the
 /// sentence's content words (markers aside) that a source contains. A marker standing alone
 /// after a sentence's full stop belongs to that sentence. Of the sources that state a
@@ -168,7 +204,15 @@ pub fn check_sentences(
     for span in sentence_spans(answer) {
         let marker_only = citations::strip_markers(&answer[span.clone()]).is_empty();
         match spans.last_mut() {
-            Some(last) if marker_only => last.end = span.end,
+            // A marker after a full stop, or the piece after an abbreviation ("St. Bartholomew"
+            // splits into "The St." and the rest), belongs to the sentence before it.
+            Some(last)
+                if marker_only
+                    || content_words(&citations::strip_markers(&answer[last.clone()]))
+                        .is_empty() =>
+            {
+                last.end = span.end
+            }
             _ => spans.push(span),
         }
     }
@@ -355,6 +399,40 @@ mod tests {
         // Without the question, a supporting citation is kept as the model wrote it.
         let checked = check_sentences("", "Jean Ribault [1]", &sources, 0.6);
         assert_eq!(checked[0].cited, vec![1]);
+    }
+
+    #[test]
+    fn short_answers_and_abbreviations_are_checked_whole() {
+        let sources = [
+            "The factor k is found in polynomial time.",
+            "The St. Bartholomew's Day massacre of 1572 killed thousands.",
+        ];
+        // No content word: the words must occur as a whole run.
+        assert_eq!(support("k", sources[0]), 1.0);
+        assert_eq!(support("x", sources[0]), 0.0);
+        assert_eq!(support("kn", sources[0]), 0.0);
+        let answer = "The St. Bartholomew's Day massacre [2]";
+        let checked = check_sentences("", answer, &sources, 0.6);
+        assert_eq!(
+            checked.len(),
+            1,
+            "the abbreviation does not end the sentence"
+        );
+        assert_eq!(
+            (checked[0].cited.clone(), checked[0].supported),
+            (vec![2], true)
+        );
+    }
+
+    #[test]
+    fn evidence_is_the_source_sentence_stating_the_answer_and_the_question() {
+        let source = "The bridge opened in 1932. It was painted in 1932 and in 1960. \
+                      Trains cross it daily.";
+        let span = evidence("When did the bridge open?", "1932", source).unwrap();
+        assert_eq!(&source[span], "The bridge opened in 1932.");
+        let span = evidence("When was it painted?", "1932", source).unwrap();
+        assert_eq!(&source[span], "It was painted in 1932 and in 1960.");
+        assert_eq!(evidence("When?", "1850", source), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use quire_engine::prompt::AnswerStyle;
 use quire_engine::{
     Answer, AskQuery, Engine, EngineConfig, RetrievalMode, RetrieveQuery, citations, prompt,
 };
-use quire_evals::answers::{self, Sampled};
+use quire_evals::answers::{self, Gate, Sampled};
 use quire_evals::report::{self, ModeResult};
 use quire_evals::{beir, squad};
 use quire_index::Hit;
@@ -82,6 +82,10 @@ pub struct AnswersArgs {
     /// answer is above this; 1 turns it off. Default: the configured one.
     #[arg(long, env = "QUIRE_ABSTAIN_PROBABILITY")]
     abstain_probability: Option<f32>,
+    /// Abstain when the model's log-odds that the cited sentence answers the question are below
+    /// this; `-inf` turns the check off. Default: the configured one.
+    #[arg(long, env = "QUIRE_MIN_VERIFICATION", allow_hyphen_values = true)]
+    min_verification: Option<f32>,
 }
 
 #[derive(Args)]
@@ -426,6 +430,9 @@ async fn answers(config: &EngineConfig, args: AnswersArgs) -> Result<ExitCode, B
     if let Some(p) = args.abstain_probability {
         config.abstain_probability = Some(p);
     }
+    if let Some(v) = args.min_verification {
+        config.min_verification = Some(v);
+    }
     let config = &config;
     let (version, articles) = squad::read(&args.squad)?;
     let questions = answers::sample(&articles, args.seed, args.offset, args.limit);
@@ -469,6 +476,7 @@ async fn answers(config: &EngineConfig, args: AnswersArgs) -> Result<ExitCode, B
     let engine = &store.engine;
     engine.load_generator().await?;
     let abstain_probability = engine.abstain_probability();
+    let min_verification = engine.min_verification();
 
     let bar = indicatif::ProgressBar::new(questions.len() as u64).with_style(
         indicatif::ProgressStyle::with_template("ask {bar:30} {pos}/{len}, {per_sec}, eta {eta}")?,
@@ -538,34 +546,31 @@ async fn answers(config: &EngineConfig, args: AnswersArgs) -> Result<ExitCode, B
         "max_tokens": args.max_tokens.unwrap_or(config.max_answer_tokens),
         "min_relevance": config.min_relevance,
         "abstain_probability": abstain_probability,
+        "min_verification": min_verification,
+        "verify_version": prompt::VERIFY_VERSION,
         "retrieval_mode": config.retrieval_mode.name(),
         "prompt_version": prompt::PROMPT_VERSION,
         "answer_style": config.answer_style,
     });
     let table = answers::markdown(std::slice::from_ref(&summary));
-    let curve = answers::abstention_curve(&outcomes, abstain_probability);
+    let curve = answers::abstention_curve(&outcomes, Gate::NoAnswer, Some(abstain_probability));
     let best = answers::calibrate_abstain_threshold(&curve, CALIBRATION_PRECISION);
-    let abstain_line = match best {
-        Some(b) => format!(
-            "Abstention threshold supported by this data: {:.4} (the no-answer probability above \
-             which abstaining catches the most unanswerable questions at abstention precision \
-             ≥ {CALIBRATION_PRECISION}: there precision {:.3}, recall {:.3}, F1 {:.3}, false \
-             abstention {:.3}, SQuAD v2.0 F1 over all questions {:.3}). Configured: {:.4}.\n",
-            b.threshold,
-            b.abstention_precision,
-            b.abstention_recall,
-            b.f1,
-            b.false_abstention,
-            b.squad_f1,
-            abstain_probability
-        ),
-        None if summary.unanswerable > 0 => format!(
-            "No abstention threshold at or below the configured {:.4} keeps abstention \
-             precision ≥ {CALIBRATION_PRECISION} on this data.\n",
-            abstain_probability
-        ),
-        None => String::new(),
-    };
+    let verify_curve = answers::abstention_curve(&outcomes, Gate::Verification, min_verification);
+    let verify_best = answers::calibrate_abstain_threshold(&verify_curve, CALIBRATION_PRECISION);
+    let unanswerable = summary.unanswerable > 0;
+    let abstain_line = gate_line(
+        "Abstention threshold",
+        "the no-answer probability above which abstaining",
+        best,
+        Some(abstain_probability),
+        unanswerable,
+    ) + &gate_line(
+        "Answer-check threshold",
+        "the answer check's log-odds below which abstaining",
+        verify_best,
+        min_verification,
+        unanswerable && !verify_curve.is_empty(),
+    );
     let calibration = match (threshold, unanswerable_below) {
         (Some(t), Some((below, of))) => format!(
             "Relevance threshold supported by this data: {t:.3} (the best-candidate similarity \
@@ -592,6 +597,8 @@ async fn answers(config: &EngineConfig, args: AnswersArgs) -> Result<ExitCode, B
             "calibrated_min_relevance": threshold,
             "calibrated_abstain_probability": best,
             "abstention_curve": curve,
+            "calibrated_min_verification": verify_best,
+            "verification_curve": verify_curve,
         }))?,
     )?;
     std::fs::write(
@@ -607,6 +614,36 @@ async fn answers(config: &EngineConfig, args: AnswersArgs) -> Result<ExitCode, B
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The report's sentence on what threshold of one gate the run's data supports.
+fn gate_line(
+    name: &str,
+    rule: &str,
+    best: Option<&answers::AbstainPoint>,
+    configured: Option<f32>,
+    scorable: bool,
+) -> String {
+    let configured = configured.map_or("off".to_string(), |c| format!("{c:.4}"));
+    match best {
+        Some(b) => format!(
+            "{name} supported by this data: {:.4} ({rule} catches the most unanswerable \
+             questions at abstention precision ≥ {CALIBRATION_PRECISION}: there precision {:.3}, \
+             recall {:.3}, F1 {:.3}, false abstention {:.3}, SQuAD v2.0 F1 over all questions \
+             {:.3}). Configured: {configured}.\n",
+            b.threshold,
+            b.abstention_precision,
+            b.abstention_recall,
+            b.f1,
+            b.false_abstention,
+            b.squad_f1,
+        ),
+        None if scorable => format!(
+            "{name}: no setting at least as strict as the configured {configured} keeps \
+             abstention precision ≥ {CALIBRATION_PRECISION} on this data.\n"
+        ),
+        None => String::new(),
+    }
 }
 
 /// Abstention precision the calibrated abstention threshold must keep.
@@ -650,6 +687,7 @@ fn outcome(q: &Sampled, answer: &Answer, total_ms: f64) -> answers::Outcome {
             .any(|h| h.chunk.document_id == q.document_id),
         best_similarity: answer.best_similarity,
         no_answer_probability: answer.no_answer_probability,
+        verification_log_odds: answer.verification_log_odds,
         sentences: answer.sentences.len(),
         supported_sentences: answer.sentences.iter().filter(|s| s.supported).count(),
         prompt_tokens: answer.prompt_tokens,

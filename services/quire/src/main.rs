@@ -122,6 +122,10 @@ struct EngineArgs {
     /// answer is above this (1 turns the check off).
     #[arg(long, env = "QUIRE_ABSTAIN_PROBABILITY")]
     abstain_probability: Option<f32>,
+    /// Ask abstains when the model, shown the cited sentence that states the answer, judges
+    /// with log-odds below this that it answers the question (`-inf` turns the check off).
+    #[arg(long, env = "QUIRE_MIN_VERIFICATION", allow_hyphen_values = true)]
+    min_verification: Option<f32>,
     /// Answer style for Ask: `concise` or `sentences`.
     #[arg(long, env = "QUIRE_ANSWER_STYLE")]
     answer_style: Option<AnswerStyle>,
@@ -172,6 +176,9 @@ impl EngineArgs {
         }
         if let Some(v) = self.abstain_probability {
             e.abstain_probability = Some(v);
+        }
+        if let Some(v) = self.min_verification {
+            e.min_verification = Some(v);
         }
         if let Some(v) = self.answer_style {
             e.answer_style = v;

@@ -248,6 +248,7 @@ pub fn answer(a: Answer) -> pb::AskResponse {
     pb::AskResponse {
         sentences,
         no_answer_probability: a.no_answer_probability,
+        verification_log_odds: a.verification_log_odds,
         answer: a.text,
         citations,
         abstained: a.abstained.is_some(),

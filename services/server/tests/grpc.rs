@@ -476,21 +476,45 @@ async fn instructions_inside_a_document_do_not_change_the_answer_or_its_citation
     server.stop().await;
 }
 
-/// The model's probability of replying "not in the sources" is reported with every answer,
-/// and above `abstain_probability` quire abstains without generating.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ask_abstains_before_generating_when_the_model_likely_finds_no_answer() {
-    let dir = tempfile::tempdir().unwrap();
-    let request = pb::AskRequest {
+/// The chess question of the test corpus, over `top_k` sources, with a short answer.
+fn chess_question(top_k: u32) -> pb::AskRequest {
+    pb::AskRequest {
         collection: "test".into(),
         question: "Who won the Halvard Open chess tournament in 2019?".into(),
-        top_k: 3,
+        top_k,
         generation: Some(pb::GenerationOptions {
             max_tokens: Some(32),
             ..Default::default()
         }),
         ..Default::default()
-    };
+    }
+}
+
+/// Starts a server on `dir` with `tweak` applied to its config, asks `request` once, and stops
+/// it.
+async fn ask_once(
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut quire_engine::EngineConfig),
+    request: pb::AskRequest,
+) -> pb::AskResponse {
+    let server = TestServer::start_with(dir, tweak).await;
+    let answer = server
+        .query_client()
+        .await
+        .ask(request)
+        .await
+        .unwrap()
+        .into_inner();
+    server.stop().await;
+    answer
+}
+
+/// The model's probability of replying "not in the sources" is reported with every answer,
+/// and above `abstain_probability` quire abstains without generating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_abstains_before_generating_when_the_model_likely_finds_no_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = chess_question(3);
     let server = TestServer::start(dir.path()).await;
     ingest_corpus(&mut server.ingest_client().await).await;
     let open = server
@@ -506,20 +530,11 @@ async fn ask_abstains_before_generating_when_the_model_likely_finds_no_answer() 
     assert!(open.usage.unwrap().completion_tokens > 0);
 
     let ask_with = |threshold: f32| {
-        let (dir, request) = (dir.path().to_path_buf(), request.clone());
-        async move {
-            let server =
-                TestServer::start_with(&dir, |c| c.abstain_probability = Some(threshold)).await;
-            let answer = server
-                .query_client()
-                .await
-                .ask(request)
-                .await
-                .unwrap()
-                .into_inner();
-            server.stop().await;
-            answer
-        }
+        ask_once(
+            dir.path(),
+            move |c| c.abstain_probability = Some(threshold),
+            request.clone(),
+        )
     };
     let gated = ask_with(p / 2.0).await;
     assert!(gated.abstained, "{gated:#?}");
@@ -540,6 +555,50 @@ async fn ask_abstains_before_generating_when_the_model_likely_finds_no_answer() 
     assert_eq!(open_again.answer, open.answer);
     assert_eq!(open_again.abstained, open.abstained);
     drop(dir);
+}
+
+/// With the answer check on, its log-odds are reported with the answer, and below
+/// `min_verification` quire withholds the answer it generated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_abstains_when_the_model_rejects_its_answer_against_the_cited_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let ask_with = |min: Option<f32>| {
+        ask_once(
+            dir.path(),
+            move |c| c.min_verification = min,
+            chess_question(1),
+        )
+    };
+    {
+        let server = TestServer::start(dir.path()).await;
+        ingest_corpus(&mut server.ingest_client().await).await;
+        server.stop().await;
+    }
+    // `-inf` turns the check off: no pass is run, nothing is reported.
+    let unchecked = ask_with(Some(f32::NEG_INFINITY)).await;
+    assert_eq!(unchecked.verification_log_odds, None, "{unchecked:#?}");
+
+    let open = ask_with(Some(-1000.0)).await;
+    assert!(!open.abstained, "{open:#?}");
+    let score = open.verification_log_odds.expect("log-odds reported");
+    assert!(score.is_finite(), "{score}");
+    assert_eq!(
+        open.answer, unchecked.answer,
+        "the check does not change the answer"
+    );
+
+    let gated = ask_with(Some(score + 1.0)).await;
+    assert!(gated.abstained, "{gated:#?}");
+    assert!(
+        gated.abstain_reason.contains("does not answer"),
+        "{}",
+        gated.abstain_reason
+    );
+    assert_eq!(gated.verification_log_odds, Some(score), "deterministic");
+    assert_eq!(
+        gated.answer, open.answer,
+        "the withheld answer is still shown"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
