@@ -77,6 +77,22 @@ pub fn normalize_answer(s: &str) -> String {
         .join(" ")
 }
 
+/// True when `text` holds `answer` as a run of whole words, compared after
+/// [`normalize_answer`], or with punctuation read as a word break, so that a span inside
+/// "Myhill's" (which normalises to "myhills") still counts. An empty answer is held by nothing.
+pub fn contains_answer(text: &str, answer: &str) -> bool {
+    let loose = |s: &str| {
+        let spaced: String = s
+            .chars()
+            .map(|c| if c.is_ascii_punctuation() { ' ' } else { c })
+            .collect();
+        normalize_answer(&spaced)
+    };
+    let holds =
+        |t: String, a: String| !a.is_empty() && format!(" {t} ").contains(&format!(" {a} "));
+    holds(normalize_answer(text), normalize_answer(answer)) || holds(loose(text), loose(answer))
+}
+
 /// Exact match of `prediction` against the best of `golds`, after normalisation. With no gold
 /// answer (an unanswerable question), 1 when the prediction is empty (an abstention).
 pub fn exact_match(prediction: &str, golds: &[&str]) -> f64 {
@@ -188,5 +204,15 @@ mod tests {
         assert!(qas[1].is_impossible && qas[1].answers.is_empty());
         std::fs::write(&path, "{}").unwrap();
         assert!(matches!(read(&path), Err(Error::Format { .. })));
+    }
+
+    #[test]
+    fn an_answer_is_contained_as_whole_words_even_before_a_possessive() {
+        let text = "Examples include John Myhill's definition of linear bounded automata.";
+        assert!(contains_answer(text, "John Myhill"));
+        assert!(contains_answer(text, "linear bounded automata"));
+        assert!(!contains_answer(text, "John Myhil"));
+        assert!(!contains_answer(text, ""));
+        assert!(contains_answer("It cost £304m.", "£304m"));
     }
 }

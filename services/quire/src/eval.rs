@@ -654,10 +654,10 @@ const CALIBRATION_KEEP: f64 = 0.99;
 
 /// Scores one answer against the question's gold answers and paragraph.
 fn outcome(q: &Sampled, answer: &Answer, total_ms: f64) -> answers::Outcome {
-    let padded = |s: &str| format!(" {} ", squad::normalize_answer(s));
     let holds_answer = |hit: &Hit| {
-        let text = padded(&hit.chunk.text);
-        q.golds.iter().any(|g| text.contains(&padded(g)))
+        q.golds
+            .iter()
+            .any(|g| squad::contains_answer(&hit.chunk.text, g))
     };
     let holds_gold = |hit: &Hit| hit.chunk.document_id == q.document_id && holds_answer(hit);
     let answered = !q.golds.is_empty() && answer.abstained.is_none();
