@@ -55,14 +55,19 @@ fn content_words(text: &str) -> Vec<String> {
         "answer",
         "according",
     ];
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
+    tokens(text)
+        .into_iter()
         .filter(|w| {
             (w.chars().count() >= 3 || w.chars().any(|c| c.is_ascii_digit()))
                 && !STOP.contains(&w.as_str())
         })
         .collect()
+}
+
+/// How many of `words` are among the content words of `text`.
+fn found_in(words: &[String], text: &str) -> usize {
+    let present: std::collections::HashSet<String> = content_words(text).into_iter().collect();
+    words.iter().filter(|w| present.contains(*w)).count()
 }
 
 /// Lower-cased alphanumeric runs of `text`, in order.
@@ -83,10 +88,7 @@ pub fn support(sentence: &str, source: &str) -> f32 {
         let found = !run.is_empty() && tokens(source).windows(run.len()).any(|w| w == run);
         return if found { 1.0 } else { 0.0 };
     }
-    let source_words: std::collections::HashSet<String> =
-        content_words(source).into_iter().collect();
-    let found = words.iter().filter(|w| source_words.contains(*w)).count();
-    found as f32 / words.len() as f32
+    found_in(&words, source) as f32 / words.len() as f32
 }
 
 /// Byte ranges of the sentences of `text` (split at `.`, `!`, `?` followed by white space, and
@@ -156,9 +158,7 @@ pub fn question_context(question: &str, sentence: &str, source: &str, min: f32) 
         if support(sentence, window) < min {
             continue;
         }
-        let words: std::collections::HashSet<String> = content_words(window).into_iter().collect();
-        let found = asked.iter().filter(|w| words.contains(*w)).count();
-        best = best.max(found as f32 / asked.len() as f32);
+        best = best.max(found_in(&asked, window) as f32 / asked.len() as f32);
     }
     best
 }
@@ -174,9 +174,7 @@ pub fn evidence(question: &str, sentence: &str, source: &str) -> Option<Range<us
         if score == 0.0 {
             continue;
         }
-        let words: std::collections::HashSet<String> =
-            content_words(&source[span.clone()]).into_iter().collect();
-        let context = asked.iter().filter(|w| words.contains(*w)).count();
+        let context = found_in(&asked, &source[span.clone()]);
         if best
             .as_ref()
             .is_none_or(|(s, c, _)| score > *s || (score == *s && context > *c))
