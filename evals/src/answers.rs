@@ -82,6 +82,9 @@ pub struct Outcome {
     /// The model's log-odds that the cited sentence answers the question, measured after
     /// answering; `None` when the check did not run.
     pub verification_log_odds: Option<f32>,
+    /// The model's log-probability of each token of its answer, markers included, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub token_logprobs: Vec<f32>,
     /// Answer sentences, and those a cited source supports.
     pub sentences: usize,
     pub supported_sentences: usize,

@@ -209,6 +209,9 @@ pub struct Answer {
     /// answer ([`prompt::verify_messages`]), that it answers the question (what
     /// `min_verification` is compared with); `None` when the check did not run.
     pub verification_log_odds: Option<f32>,
+    /// The model's log-probability of each token it generated, in order (before temperature
+    /// or top-p); empty when nothing was generated.
+    pub token_logprobs: Vec<f32>,
     /// The numbered sources the model saw; `sources[0]` is `[1]`.
     pub sources: Vec<Hit>,
     /// Name of the LLM; empty when it was not called.
@@ -785,6 +788,7 @@ impl Engine {
             time_to_first_token: generation.time_to_first_token,
             generate_time: generation.total,
             no_answer_probability: generation.probe_probability,
+            token_logprobs: generation.token_logprobs,
             ..Answer::default()
         };
         if generation.stop == StopReason::Probe {
