@@ -32,13 +32,7 @@ const TILE_LINES: usize = 16;
 pub(crate) fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
-        let off = std::env::var("QUIRE_CPU_AMX").is_ok_and(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "off" | "0" | "false"
-            )
-        });
-        let on = !off && detect();
+        let on = !crate::switched_off("QUIRE_CPU_AMX") && detect();
         if on {
             tracing::info!("CPU encoder: dense layers on AMX tiles (bf16x3)");
         } else {

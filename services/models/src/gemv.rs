@@ -1,22 +1,23 @@
-//! One token's product with Q4_K and Q6_K matrices on the CPU, read from the matrices as
-//! stored.
+//! Products with Q4_K and Q6_K matrices on the CPU, read from the matrices as stored.
 //!
 //! candle 0.11 multiplies Q4_K matrices through a copy of the weights repacked into 16-row
-//! tiles (`repack_x86`), for prompts and for single tokens alike. The tiles hold each
-//! block's scales and minimums unpacked to f32: 0.75 bytes per weight against Q4_K's 0.5625.
-//! A prompt reuses each tile for many rows, so the tiles pay off there; one token reads
-//! every weight once, so the larger tiles make it slower. Here a single row is multiplied
-//! with the compact blocks, as llama.cpp does: the input is quantized to Q8_K (candle's
-//! quantizer, so the integer sums are candle's) and the blocks' dot products run on
-//! AVX-512 VNNI over 64 weights per instruction ([`x86::dot_q4k`], [`x86::dot_q6k`]), through
-//! [`crate::qdot`], with the weights prefetched ahead of the loads. CPUs without VNNI use
-//! candle's compact AVX2 kernels (`k_quants::matmul`).
+//! tiles (`repack_x86`), built on first use. The tiles hold each block's scales and minimums
+//! unpacked to f32: 0.75 bytes per weight against Q4_K's 0.5625, and they come on top of the
+//! stored weights. Here the input is quantized to Q8_K (candle's quantizer, so the integer
+//! sums are candle's) and the blocks' dot products run on AVX-512 VNNI over 64 weights per
+//! instruction ([`x86::dot_q4k`], [`x86::dot_q6k`]), through [`crate::qdot`], with the
+//! weights prefetched ahead of the loads. A single row (decoding) always goes through here.
+//! A prompt's rows keep candle's tiles, which read prompts faster, unless
+//! `QUIRE_CPU_WEIGHT_TILES=off`: then up to four input rows share each unpacked weight block,
+//! the tiles are never built, and the process needs about half the memory (see
+//! [`prompt_tiles`]). CPUs without VNNI use candle's compact AVX2 kernel
+//! (`k_quants::matmul`) for one Q4_K row, and candle's tiles otherwise.
 
 use candle_core::quantized::k_quants::{self, BlockQ8K, GgmlType, QK_K};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Result, Tensor};
 
-use crate::qdot::Isa;
+use crate::qdot::{Isa, TILE_ROWS};
 
 /// ggml's `block_q4_K`, laid out as candle's `BlockQ4K`: super-block scale `d` and minimum
 /// scale `dmin` (f16 bits), twelve bytes packing eight 6-bit scales and eight 6-bit minimums,
@@ -77,51 +78,111 @@ fn quantize_row(x: &[f32], out: &mut [Q8K]) {
     BlockQ8K::from_float(x, blocks);
 }
 
-/// `x · wᵢᵀ` for each `wᵢ` (nᵢ, k), all Q4_K or all Q6_K, and `x` (…, k) in f32 holding one
-/// row, all on the CPU: one tensor (…, nᵢ) per matrix. `x` is quantized once for all of them.
-/// `None` when those conditions do not hold (the caller then uses candle's own product). The
-/// values equal candle's products to f32 rounding: all quantize `x` to Q8_K and sum the same
-/// integer products.
-pub(crate) fn one_row(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
+/// Whether a prompt's products with Q4_K and Q6_K matrices use candle's repacked tiles.
+/// Decided once per process: yes unless `QUIRE_CPU_WEIGHT_TILES` is `off`, `0` or `false`.
+///
+/// Measured on Qwen2.5-1.5B Q4_K_M (2-core AMD EPYC, AVX-512 VNNI, 500-token prompt): with
+/// the tiles, peak memory 2,299 MiB and 129 prompt tokens/s; without, 1,256 MiB and 74
+/// tokens/s. Decoding is the same either way.
+pub(crate) fn prompt_tiles() -> bool {
+    static TILES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TILES.get_or_init(|| {
+        let on = !crate::switched_off("QUIRE_CPU_WEIGHT_TILES");
+        if !on {
+            tracing::info!(
+                "CPU generator: prompts multiply quantized weights as stored (no tiles)"
+            );
+        }
+        on
+    })
+}
+
+/// `x · wᵢᵀ` for each `wᵢ` (nᵢ, k), all Q4_K or all Q6_K, and `x` (…, k) in f32, all on the
+/// CPU, through [`stored_products`] when it applies: one row always, a prompt's rows only
+/// when [`prompt_tiles`] is off. `None` otherwise (the caller then uses candle's own product).
+pub(crate) fn matmul(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
+    let rows: usize = x.dims().iter().rev().skip(1).product();
+    if rows > 1 && prompt_tiles() {
+        return Ok(None);
+    }
+    stored_products(ws, x)
+}
+
+/// `x · wᵢᵀ` for each `wᵢ` (nᵢ, k), all Q4_K or all Q6_K, and `x` (…, k) in f32, all on the
+/// CPU: one tensor (…, nᵢ) per matrix. `x` is quantized once for all of them. With AVX-512
+/// VNNI any number of rows is handled (up to four rows share each pass over a weight row);
+/// without it, one Q4_K row only. `None` otherwise. The values equal candle's products to
+/// f32 rounding: all quantize `x` to Q8_K and sum the same integer products.
+fn stored_products(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
     let rows: usize = x.dims().iter().rev().skip(1).product();
     let Some(dtype) = ws.first().map(|w| w.dtype()) else {
         return Ok(None);
     };
-    if rows != 1 || !matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K) {
+    if rows == 0 || !matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K) {
+        return Ok(None);
+    }
+    let vnni = Isa::detect() == Isa::Vnni;
+    if rows != 1 && !vnni {
         return Ok(None);
     }
     let Some(stored) = crate::qdot::stored(ws, x, dtype, QK_K)? else {
         return Ok(None);
     };
     let k = x.dims().last().copied().unwrap_or(0);
-    let vnni = Isa::detect() == Isa::Vnni;
     match dtype {
         #[cfg(target_arch = "x86_64")]
         GgmlDType::Q4K if vnni => {
             // SAFETY: `BlockQ4K` is `repr(C)` u16s and u8s, valid for any bytes; the CPU has
             // the kernel's features (`Isa::Vnni`).
-            unsafe { products(&stored, x, k, |w, x| x86::dot_q4k(w, x)) }
+            unsafe {
+                products(
+                    &stored,
+                    x,
+                    k,
+                    [
+                        x86::dot_q4k::<1>,
+                        x86::dot_q4k::<2>,
+                        x86::dot_q4k::<3>,
+                        x86::dot_q4k::<4>,
+                    ],
+                )
+            }
         }
         #[cfg(target_arch = "x86_64")]
         GgmlDType::Q6K if vnni => {
             // SAFETY: as above; `BlockQ6K` is u8s, i8s and a u16.
-            unsafe { products(&stored, x, k, |w, x| x86::dot_q6k(w, x)) }
+            unsafe {
+                products(
+                    &stored,
+                    x,
+                    k,
+                    [
+                        x86::dot_q6k::<1>,
+                        x86::dot_q6k::<2>,
+                        x86::dot_q6k::<3>,
+                        x86::dot_q6k::<4>,
+                    ],
+                )
+            }
         }
         GgmlDType::Q4K => candle_rows(&stored, x, k),
         _ => Ok(None),
     }
 }
 
-/// The products of `x` and each stored matrix of `W` blocks, with `dot` for one weight row
-/// and one input row.
+/// A kernel's products of one weight row with `r + 1` consecutive input rows (`dots[r]`).
+type RowsDot<W> = unsafe fn(&[W], &[Q8K], &mut [f32; TILE_ROWS]);
+
+/// The products of `x` and each stored matrix of `W` blocks, with `dots[r]` for one weight row
+/// and `r + 1` input rows.
 ///
 /// # Safety
-/// `W` must be a `repr(C)` block of plain numbers, and this CPU must run `dot`.
+/// `W` must be a `repr(C)` block of plain numbers, and this CPU must run the `dots`.
 unsafe fn products<W: Sync>(
     stored: &[crate::qdot::Stored<'_>],
     x: &Tensor,
     k: usize,
-    dot: unsafe fn(&[W], &[Q8K]) -> f32,
+    dots: [RowsDot<W>; TILE_ROWS],
 ) -> Result<Option<Vec<Tensor>>> {
     let kb = k / QK_K;
     let mut parts: Vec<(&[W], usize)> = Vec::with_capacity(stored.len());
@@ -133,11 +194,9 @@ unsafe fn products<W: Sync>(
         }
     }
     crate::qdot::products(&parts, x, QK_K, quantize_row, |w, x, rows, out| {
-        for (r, o) in out.iter_mut().take(rows).enumerate() {
-            // SAFETY: the CPU runs `dot` (the caller's promise); row `r` has as many blocks
-            // as `w`.
-            *o = unsafe { dot(w, &x[r * w.len()..(r + 1) * w.len()]) };
-        }
+        // SAFETY: the CPU runs the kernels (the caller's promise); `x` holds `rows` rows of
+        // `w.len()` blocks, 1 ≤ rows ≤ TILE_ROWS.
+        unsafe { dots[rows - 1](w, &x[..rows * w.len()], out) }
     })
     .map(Some)
 }
@@ -172,7 +231,7 @@ fn candle_rows(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{BlockQ4K, BlockQ6K, Q8K};
-    use crate::qdot::hsum256;
+    use crate::qdot::{TILE_ROWS, hsum256};
     use std::arch::x86_64::*;
 
     /// How far ahead of the block being read its successors are prefetched, in bytes.
@@ -193,18 +252,26 @@ mod x86 {
         lanes
     };
 
-    /// Σ over blocks of `d·Σ_sub scale·(q·y) − dmin·Σ_sub min·Σy`, in ggml's `vec_dot_q4_K_q8_K`
-    /// arithmetic: the integer sums are exact, then scaled in f32.
+    /// For each of the `R` input rows `r` (blocks `x[r·kb..(r + 1)·kb]`, `kb = w.len()`),
+    /// `out[r]` = Σ over blocks of `d·Σ_sub scale·(q·y) − dmin·Σ_sub min·Σy`, in ggml's
+    /// `vec_dot_q4_K_q8_K` arithmetic: the integer sums are exact, then scaled in f32. Each
+    /// weight block is unpacked once for all the rows.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub(super) unsafe fn dot_q4k(w: &[BlockQ4K], x: &[Q8K]) -> f32 {
+    pub(super) unsafe fn dot_q4k<const R: usize>(
+        w: &[BlockQ4K],
+        x: &[Q8K],
+        out: &mut [f32; TILE_ROWS],
+    ) {
+        let kb = w.len();
+        assert!(R <= TILE_ROWS && x.len() >= R * kb);
         unsafe {
             let low = _mm512_set1_epi8(0x0f);
             let lanes: [__m512i; 4] =
                 std::array::from_fn(|j| _mm512_loadu_si512(SCALE_LANES[j].as_ptr().cast()));
             let min_lanes = _mm256_loadu_si256(MIN_LANES.as_ptr().cast());
-            let mut acc = _mm512_setzero_ps();
-            let mut acc_min = _mm256_setzero_ps();
-            for (wb, xb) in w.iter().zip(x) {
+            let mut acc = [_mm512_setzero_ps(); R];
+            let mut acc_min = [_mm256_setzero_ps(); R];
+            for (b, wb) in w.iter().enumerate() {
                 let ahead = (wb as *const BlockQ4K).cast::<i8>().add(PREFETCH);
                 _mm_prefetch::<_MM_HINT_T0>(ahead);
                 _mm_prefetch::<_MM_HINT_T0>(ahead.add(64));
@@ -212,18 +279,16 @@ mod x86 {
                 let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
                     (wb as *const BlockQ4K).cast::<i32>(),
                 )));
-                let d = xb.d * _mm_cvtss_f32(dm);
-                let dmin = xb.d * _mm_cvtss_f32(_mm_shuffle_ps::<1>(dm, dm));
+                let (wd, wdmin) = (
+                    _mm_cvtss_f32(dm),
+                    _mm_cvtss_f32(_mm_shuffle_ps::<1>(dm, dm)),
+                );
                 let scales_mins = _mm256_cvtepu8_epi16(unpack_scales(&wb.scales));
-
-                let bsums = _mm256_loadu_si256(xb.bsums.as_ptr().cast());
                 let mins = _mm256_permutexvar_epi16(min_lanes, scales_mins);
-                let min_sum = _mm256_madd_epi16(bsums, mins);
-                acc_min =
-                    _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(min_sum), acc_min);
-
                 let scales = _mm512_castsi256_si512(scales_mins);
-                let mut sum = _mm512_setzero_si512();
+                let xs: [&Q8K; R] = std::array::from_fn(|r| x.get_unchecked(r * kb + b));
+
+                let mut sum = [_mm512_setzero_si512(); R];
                 for (j, lane) in lanes.iter().enumerate() {
                     let packed = _mm256_loadu_si256(wb.qs.as_ptr().add(32 * j).cast());
                     let both = _mm512_inserti64x4::<1>(
@@ -231,15 +296,33 @@ mod x86 {
                         _mm256_srli_epi16::<4>(packed),
                     );
                     let q = _mm512_and_si512(both, low);
-                    let y = _mm512_loadu_si512(xb.qs.as_ptr().add(64 * j).cast());
-                    // u4 × i8 pairs: at most 2·15·128 in magnitude, no i16 saturation.
-                    let pairs = _mm512_maddubs_epi16(q, y);
                     let scale = _mm512_permutexvar_epi16(*lane, scales);
-                    sum = _mm512_dpwssd_epi32(sum, pairs, scale);
+                    for (s, xb) in sum.iter_mut().zip(xs) {
+                        let y = _mm512_loadu_si512(xb.qs.as_ptr().add(64 * j).cast());
+                        // u4 × i8 pairs: at most 2·15·128 in magnitude, no i16 saturation.
+                        let pairs = _mm512_maddubs_epi16(q, y);
+                        *s = _mm512_dpwssd_epi32(*s, pairs, scale);
+                    }
                 }
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sum), acc);
+                for r in 0..R {
+                    let xb = xs[r];
+                    let bsums = _mm256_loadu_si256(xb.bsums.as_ptr().cast());
+                    let min_sum = _mm256_madd_epi16(bsums, mins);
+                    acc_min[r] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(xb.d * wdmin),
+                        _mm256_cvtepi32_ps(min_sum),
+                        acc_min[r],
+                    );
+                    acc[r] = _mm512_fmadd_ps(
+                        _mm512_set1_ps(xb.d * wd),
+                        _mm512_cvtepi32_ps(sum[r]),
+                        acc[r],
+                    );
+                }
             }
-            _mm512_reduce_add_ps(acc) - hsum256(acc_min)
+            for r in 0..R {
+                out[r] = _mm512_reduce_add_ps(acc[r]) - hsum256(acc_min[r]);
+            }
         }
     }
 
@@ -263,11 +346,19 @@ mod x86 {
         all
     }
 
-    /// Σ over blocks of `d·Σ_sub scale·((q − 32)·y)`, in ggml's `vec_dot_q6_K_q8_K`
-    /// arithmetic: `q·y` and `32·Σy` (from the input's sums of 16) are summed exactly as
-    /// integers, then scaled in f32.
+    /// For each of the `R` input rows `r` (blocks `x[r·kb..(r + 1)·kb]`, `kb = w.len()`),
+    /// `out[r]` = Σ over blocks of `d·Σ_sub scale·((q − 32)·y)`, in ggml's
+    /// `vec_dot_q6_K_q8_K` arithmetic: `q·y` and `32·Σy` (from the input's sums of 16) are
+    /// summed exactly as integers, then scaled in f32. Each weight block is unpacked once for
+    /// all the rows.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub(super) unsafe fn dot_q6k(w: &[BlockQ6K], x: &[Q8K]) -> f32 {
+    pub(super) unsafe fn dot_q6k<const R: usize>(
+        w: &[BlockQ6K],
+        x: &[Q8K],
+        out: &mut [f32; TILE_ROWS],
+    ) {
+        let kb = w.len();
+        assert!(R <= TILE_ROWS && x.len() >= R * kb);
         unsafe {
             let low4 = _mm512_set1_epi8(0x0f);
             let low2 = _mm512_set1_epi8(0x03);
@@ -277,26 +368,20 @@ mod x86 {
             let shift_hi = _mm512_inserti64x4::<1>(_mm512_set1_epi16(4), _mm256_set1_epi16(6));
             let lanes: [__m512i; 4] =
                 std::array::from_fn(|i| _mm512_loadu_si512(Q6_LANES[i].as_ptr().cast()));
-            let mut acc = _mm512_setzero_ps();
-            let mut acc_offset = _mm256_setzero_ps();
-            for (wb, xb) in w.iter().zip(x) {
+            let mut acc = [_mm512_setzero_ps(); R];
+            let mut acc_offset = [_mm256_setzero_ps(); R];
+            for (b, wb) in w.iter().enumerate() {
                 let ahead = (wb as *const BlockQ6K).cast::<i8>().add(PREFETCH);
                 _mm_prefetch::<_MM_HINT_T0>(ahead);
                 _mm_prefetch::<_MM_HINT_T0>(ahead.add(64));
                 _mm_prefetch::<_MM_HINT_T0>(ahead.add(128));
                 _mm_prefetch::<_MM_HINT_T0>(ahead.add(192));
-                let d = xb.d * _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(wb.d as i32)));
+                let wd = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(wb.d as i32)));
                 let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wb.scales.as_ptr().cast()));
                 let scales = _mm512_castsi256_si512(scales16);
-                let bsums = _mm256_loadu_si256(xb.bsums.as_ptr().cast());
-                let offset = _mm256_madd_epi16(bsums, scales16);
-                acc_offset = _mm256_fmadd_ps(
-                    _mm256_set1_ps(32.0 * d),
-                    _mm256_cvtepi32_ps(offset),
-                    acc_offset,
-                );
+                let xs: [&Q8K; R] = std::array::from_fn(|r| x.get_unchecked(r * kb + b));
 
-                let mut sum = _mm512_setzero_si512();
+                let mut sum = [_mm512_setzero_si512(); R];
                 for h in 0..2 {
                     let ql = _mm512_loadu_si512(wb.ql.as_ptr().add(64 * h).cast());
                     let qh = _mm256_loadu_si256(wb.qh.as_ptr().add(32 * h).cast());
@@ -311,16 +396,31 @@ mod x86 {
                             _mm512_and_si512(bits, low4),
                             _mm512_slli_epi16::<4>(high),
                         );
-                        let y = _mm512_loadu_si512(xb.qs.as_ptr().add(128 * h + 64 * c).cast());
-                        // u6 × i8 pairs: at most 2·63·128 in magnitude, no i16 saturation.
-                        let pairs = _mm512_maddubs_epi16(q, y);
                         let scale = _mm512_permutexvar_epi16(lanes[2 * h + c], scales);
-                        sum = _mm512_dpwssd_epi32(sum, pairs, scale);
+                        for (s, xb) in sum.iter_mut().zip(xs) {
+                            let y = _mm512_loadu_si512(xb.qs.as_ptr().add(128 * h + 64 * c).cast());
+                            // u6 × i8 pairs: at most 2·63·128 in magnitude, no i16 saturation.
+                            let pairs = _mm512_maddubs_epi16(q, y);
+                            *s = _mm512_dpwssd_epi32(*s, pairs, scale);
+                        }
                     }
                 }
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sum), acc);
+                for r in 0..R {
+                    let xb = xs[r];
+                    let d = xb.d * wd;
+                    let bsums = _mm256_loadu_si256(xb.bsums.as_ptr().cast());
+                    let offset = _mm256_madd_epi16(bsums, scales16);
+                    acc_offset[r] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(32.0 * d),
+                        _mm256_cvtepi32_ps(offset),
+                        acc_offset[r],
+                    );
+                    acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sum[r]), acc[r]);
+                }
             }
-            _mm512_reduce_add_ps(acc) - hsum256(acc_offset)
+            for r in 0..R {
+                out[r] = _mm512_reduce_add_ps(acc[r]) - hsum256(acc_offset[r]);
+            }
         }
     }
 
@@ -363,16 +463,22 @@ mod tests {
     use candle_core::Module;
     use candle_core::quantized::QMatMul;
 
-    /// For Q4_K and Q6_K, the products of two matrices (48 and 20 rows) with one row equal
-    /// candle's and are close to the exact products of the dequantized weights; so does
-    /// candle's compact Q4_K kernel, used without VNNI. Other shapes and types are left to
-    /// candle.
+    /// For Q4_K and Q6_K, the products of two matrices (48 and 20 rows) with one input row, and
+    /// with seven (a tile of four and one of three), equal candle's and are close to the exact
+    /// products of the dequantized weights; so does candle's compact Q4_K kernel, used for one
+    /// row without VNNI. Other types are left to candle.
     #[test]
-    fn one_row_equals_candles_product() {
+    fn products_equal_candles() {
+        for rows in [1, 7] {
+            products_equal_candles_for(rows);
+        }
+    }
+
+    fn products_equal_candles_for(rows: usize) {
         let cpu = Device::Cpu;
         let k = 512;
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let x = Tensor::from_vec(values(k, 2), (1, 1, k), &cpu).unwrap();
+        let x = Tensor::from_vec(values(rows * k, 2), (1, rows, k), &cpu).unwrap();
         let ws: Vec<Tensor> = [(48, 1), (20, 4)]
             .into_iter()
             .map(|(n, seed)| Tensor::from_vec(values(n * k, seed), (n, k), &cpu).unwrap())
@@ -383,24 +489,25 @@ mod tests {
                 .map(|w| QTensor::quantize(w, dtype).unwrap())
                 .collect();
             let refs: Vec<&QTensor> = qs.iter().collect();
-            let ours = one_row(&refs, &x).unwrap();
-            let ours = match (ours, dtype) {
-                (Some(ours), _) => ours,
-                // Without VNNI, Q6_K is left to candle.
-                (None, GgmlDType::Q6K) if Isa::detect() != Isa::Vnni => continue,
-                (None, _) => panic!("one {dtype:?} row is handled"),
+            let ours = match stored_products(&refs, &x).unwrap() {
+                Some(ours) => ours,
+                // Without VNNI, only one Q4_K row is handled here.
+                None if Isa::detect() != Isa::Vnni && (rows > 1 || dtype == GgmlDType::Q6K) => {
+                    continue;
+                }
+                None => panic!("{rows} {dtype:?} rows are handled"),
             };
             let data: Vec<_> = qs
                 .iter()
                 .map(|q| (q.data().unwrap(), q.shape().dims2().unwrap().0))
                 .collect();
             let compact = match dtype {
-                GgmlDType::Q4K => Some(candle_rows(&data, &x, k).unwrap().unwrap()),
+                GgmlDType::Q4K if rows == 1 => Some(candle_rows(&data, &x, k).unwrap().unwrap()),
                 _ => None,
             };
             for (i, ((w, q), o)) in ws.iter().zip(&qs).zip(&ours).enumerate() {
                 let n = q.shape().dims2().unwrap().0;
-                assert_eq!(o.dims(), &[1, 1, n]);
+                assert_eq!(o.dims(), &[1, rows, n]);
                 let same = QTensor::quantize(w, dtype).unwrap();
                 let candle = flat(&QMatMul::from_qtensor(same).unwrap().forward(&x).unwrap());
                 let exact_w = q.dequantize(&cpu).unwrap();
@@ -423,10 +530,8 @@ mod tests {
                     }
                 }
             }
-            let two_rows = Tensor::from_vec(values(2 * k, 3), (2, k), &cpu).unwrap();
-            assert!(one_row(&refs, &two_rows).unwrap().is_none());
         }
         let q8 = QTensor::quantize(&ws[0], GgmlDType::Q8_0).unwrap();
-        assert!(one_row(&[&q8], &x).unwrap().is_none());
+        assert!(stored_products(&[&q8], &x).unwrap().is_none());
     }
 }

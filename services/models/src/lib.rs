@@ -64,6 +64,17 @@ pub fn cpu_amx() -> bool {
     amx::available()
 }
 
+/// True when the environment variable `name` is set to `off`, `0` or `false` (any case,
+/// surrounding spaces ignored): how quire's CPU switches are turned off.
+pub(crate) fn switched_off(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "off" | "0" | "false"
+        )
+    })
+}
+
 /// The device models run on: the first CUDA GPU when built with feature `cuda` and one is
 /// available, otherwise the CPU.
 pub fn select_device() -> candle_core::Device {

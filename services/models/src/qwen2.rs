@@ -177,12 +177,13 @@ impl Proj {
 }
 
 /// `x · wᵢᵀ` for every `wᵢ` through quire's own CPU kernels, which quantize `x` once for all
-/// of them: [`crate::q4_1`] when all are Q4_1, [`crate::gemv`] for one row when all are Q4_K
-/// or all Q6_K. `None` where neither applies (the caller then uses candle).
+/// of them: [`crate::q4_1`] when all are Q4_1, [`crate::gemv`] when all are Q4_K or all Q6_K
+/// (one row; a prompt's rows too with `QUIRE_CPU_WEIGHT_TILES=off`). `None` where neither
+/// applies (the caller then uses candle).
 fn own_products(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
     match crate::q4_1::matmul(ws, x)? {
         Some(ys) => Ok(Some(ys)),
-        None => crate::gemv::one_row(ws, x),
+        None => crate::gemv::matmul(ws, x),
     }
 }
 
