@@ -79,21 +79,24 @@ fn quantize_row(x: &[f32], out: &mut [Q8K]) {
 }
 
 /// Whether a prompt's products with Q4_K and Q6_K matrices use candle's repacked tiles.
-/// Decided once per process: yes unless `QUIRE_CPU_WEIGHT_TILES` is `off`, `0` or `false`.
-///
-/// Measured on Qwen2.5-1.5B Q4_K_M (2-core AMD EPYC, AVX-512 VNNI, 500-token prompt): with
-/// the tiles, peak memory 2,299 MiB and 129 prompt tokens/s; without, 1,256 MiB and 74
-/// tokens/s. Decoding is the same either way.
+/// Decided once per process: yes unless `QUIRE_CPU_WEIGHT_TILES` is `off`, `0` or `false`
+/// and the CPU has AVX-512 VNNI (without it, quire has no multi-row kernel for these types).
+/// Measured trade-off: `evals/out/generation.md`.
 pub(crate) fn prompt_tiles() -> bool {
     static TILES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *TILES.get_or_init(|| {
-        let on = !crate::switched_off("QUIRE_CPU_WEIGHT_TILES");
-        if !on {
-            tracing::info!(
-                "CPU generator: prompts multiply quantized weights as stored (no tiles)"
-            );
+        if !crate::switched_off("QUIRE_CPU_WEIGHT_TILES") {
+            return true;
         }
-        on
+        if Isa::detect() != Isa::Vnni {
+            tracing::warn!(
+                "QUIRE_CPU_WEIGHT_TILES=off has no effect on this CPU (no AVX-512 VNNI): \
+                 prompts keep candle's tiles"
+            );
+            return true;
+        }
+        tracing::info!("CPU generator: prompts multiply quantized weights as stored (no tiles)");
+        false
     })
 }
 
