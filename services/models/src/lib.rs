@@ -16,6 +16,7 @@
 //! `CANDLE_NUM_THREADS=1`. Avoid running embedding and generation at the same time on CPU.
 
 mod amx;
+mod attention;
 mod bert;
 mod bert_cpu;
 mod embed;

@@ -23,6 +23,8 @@
 //! - Grouped-query attention reads each KV head once for all the query heads it serves,
 //!   instead of copying K and V per query head (candle's `repeat_kv`): for Qwen2.5-1.5B that
 //!   copy moved six times the KV cache for every token.
+//! - A decode step's attention on the CPU reads the cache in place, one work item per KV head
+//!   ([`crate::attention`]), instead of two small matmuls and a softmax through candle.
 
 use std::io::{Read, Seek};
 use std::sync::Arc;
@@ -413,7 +415,8 @@ impl Attention {
 /// an additive `mask` (1, 1, seq, total); returns (b, heads, seq, d). Query head `h` uses KV
 /// head `h / (heads / kv_heads)`, as `repeat_interleave` does in transformers. The query heads
 /// that share a KV head are consecutive, so they become extra rows of one product against it:
-/// K and V are never copied per query head. Scores and probabilities are in f32.
+/// K and V are never copied per query head. Scores and probabilities are in f32. A single
+/// query position on the CPU (a decode step) goes through [`crate::attention::one_query`].
 fn attend(
     q: &Tensor,
     k: &Tensor,
@@ -422,6 +425,10 @@ fn attend(
     kv_heads: usize,
 ) -> Result<Tensor> {
     let (b, heads, seq, d) = q.dims4()?;
+    let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    if seq == 1 && mask.is_none() && f32_cpu(q) && f32_cpu(k) && f32_cpu(v) {
+        return crate::attention::one_query(q, k, v, kv_heads);
+    }
     let groups = heads / kv_heads;
     let total = k.dim(2)?;
     let q = q.reshape((b, kv_heads, groups * seq, d))?;
