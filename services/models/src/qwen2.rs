@@ -23,8 +23,9 @@
 //! - Grouped-query attention reads each KV head once for all the query heads it serves,
 //!   instead of copying K and V per query head (candle's `repeat_kv`): for Qwen2.5-1.5B that
 //!   copy moved six times the KV cache for every token.
-//! - A decode step's attention on the CPU reads the cache in place, one work item per KV head
-//!   ([`crate::attention`]), instead of two small matmuls and a softmax through candle.
+//! - Attention on the CPU goes through [`crate::attention`]: a decode step reads the cache in
+//!   place, one work item per KV head, instead of two small matmuls and a softmax through
+//!   candle; a prompt runs in blocks of query positions that skip the keys they may not see.
 
 use std::io::{Read, Seek};
 use std::sync::Arc;
@@ -415,8 +416,11 @@ impl Attention {
 /// an additive `mask` (1, 1, seq, total); returns (b, heads, seq, d). Query head `h` uses KV
 /// head `h / (heads / kv_heads)`, as `repeat_interleave` does in transformers. The query heads
 /// that share a KV head are consecutive, so they become extra rows of one product against it:
-/// K and V are never copied per query head. Scores and probabilities are in f32. A single
-/// query position on the CPU (a decode step) goes through [`crate::attention::one_query`].
+/// K and V are never copied per query head. Scores and probabilities are in f32.
+///
+/// `mask`, when given, must be [`causal_mask`]`(seq, total - seq)`. On the CPU in f32 the work
+/// goes to [`crate::attention`], which applies that rule itself: [`crate::attention::one_query`]
+/// for a decode step (no mask), [`crate::attention::causal`] for a prompt.
 fn attend(
     q: &Tensor,
     k: &Tensor,
@@ -424,11 +428,27 @@ fn attend(
     mask: Option<&Tensor>,
     kv_heads: usize,
 ) -> Result<Tensor> {
-    let (b, heads, seq, d) = q.dims4()?;
     let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-    if seq == 1 && mask.is_none() && f32_cpu(q) && f32_cpu(k) && f32_cpu(v) {
-        return crate::attention::one_query(q, k, v, kv_heads);
+    if f32_cpu(q) && f32_cpu(k) && f32_cpu(v) {
+        let seq = q.dim(2)?;
+        match mask {
+            None if seq == 1 => return crate::attention::one_query(q, k, v, kv_heads),
+            Some(_) => return crate::attention::causal(q, k, v, kv_heads),
+            None => {}
+        }
     }
+    attend_matmul(q, k, v, mask, kv_heads)
+}
+
+/// [`attend`] as two matmuls over the whole score matrix and a softmax, on any device.
+fn attend_matmul(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    kv_heads: usize,
+) -> Result<Tensor> {
+    let (b, heads, seq, d) = q.dims4()?;
     let groups = heads / kv_heads;
     let total = k.dim(2)?;
     let q = q.reshape((b, kv_heads, groups * seq, d))?;
@@ -835,6 +855,27 @@ mod tests {
             want.push(p.matmul(&vh).unwrap());
         }
         let want = Tensor::cat(&want, 1).unwrap();
+        let diff = (got - want).unwrap().abs().unwrap().flatten_all().unwrap();
+        let diff = diff.max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "{diff}");
+    }
+
+    #[test]
+    fn blocked_causal_attention_matches_the_masked_matmul() {
+        let dev = Device::Cpu;
+        // 150 queries (two full blocks and a partial one) after 37 cached positions, K and V
+        // views of a larger cache buffer, as in a prompt that follows a cached prefix.
+        let (heads, kv, seq, offset, room, d) = (6, 2, 150, 37, 256, 20);
+        let total = offset + seq;
+        let q = Tensor::randn(0f32, 1.0, (1, heads, seq, d), &dev).unwrap();
+        let kbuf = Tensor::randn(0f32, 1.0, (1, kv, room, d), &dev).unwrap();
+        let vbuf = Tensor::randn(0f32, 1.0, (1, kv, room, d), &dev).unwrap();
+        let k = kbuf.narrow(2, 0, total).unwrap();
+        let v = vbuf.narrow(2, 0, total).unwrap();
+        let mask = causal_mask(seq, offset, &dev).unwrap();
+        let want = attend_matmul(&q, &k, &v, Some(&mask), kv).unwrap();
+        let got = attend(&q, &k, &v, Some(&mask), kv).unwrap();
+        assert_eq!(got.dims(), want.dims());
         let diff = (got - want).unwrap().abs().unwrap().flatten_all().unwrap();
         let diff = diff.max(0).unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-5, "{diff}");
