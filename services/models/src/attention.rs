@@ -12,7 +12,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 
-use crate::qdot::OutPtr;
+use crate::bert_cpu::SharedRows;
 
 /// Softmax attention of `q` (b, heads, 1, d) over `k` and `v` (b, kv_heads, total, d), all
 /// f32 on the CPU, with no mask (a single newest position sees every cached one). Query head
@@ -113,7 +113,7 @@ impl CustomOp3 for OneQuery {
         let groups = heads / kv_heads;
         let scale = 1.0 / (d as f32).sqrt();
         let mut out = vec![0f32; b * heads * d];
-        let dst = OutPtr(out.as_mut_ptr());
+        let dst = SharedRows(out.as_mut_ptr());
         let item = |n: usize| {
             let (i, g) = (n / kv_heads, n % kv_heads);
             let mut scores = vec![0f32; groups * total];
@@ -140,7 +140,7 @@ impl CustomOp3 for OneQuery {
             // SAFETY: item (i, g) alone writes query heads g·groups .. (g+1)·groups of batch
             // row i, which are `groups · d` values from `first`, inside `out` (b · heads · d).
             unsafe {
-                std::ptr::copy_nonoverlapping(acc.as_ptr(), dst.at(first), acc.len());
+                std::ptr::copy_nonoverlapping(acc.as_ptr(), dst.get().add(first), acc.len());
             }
         };
         candle_core::utils::barrier_pool()
@@ -230,7 +230,7 @@ impl CustomOp1 for CausalSoftmax {
         let scores = &data[start..end];
         let n_rows = scores.len() / keys;
         let mut out = vec![0f32; scores.len()];
-        let dst = OutPtr(out.as_mut_ptr());
+        let dst = SharedRows(out.as_mut_ptr());
         let row = |r: usize| {
             let seen = self.first + r % self.rows + 1;
             let mut probs = scores[r * keys..r * keys + seen].to_vec();
@@ -239,7 +239,7 @@ impl CustomOp1 for CausalSoftmax {
             // SAFETY: row r alone writes `out[r·keys .. r·keys + seen]`, inside `out`
             // (n_rows · keys values); the masked rest stays 0.
             unsafe {
-                std::ptr::copy_nonoverlapping(probs.as_ptr(), dst.at(r * keys), seen);
+                std::ptr::copy_nonoverlapping(probs.as_ptr(), dst.get().add(r * keys), seen);
             }
         };
         candle_core::utils::barrier_pool().execute_chunked(n_rows, |range| range.for_each(row));
@@ -265,7 +265,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// `row` ← softmax(`row`), in place.
+/// `row` ← softmax(`row`), in place, with the exact `exp`. Not `bert_cpu::softmax_rows`: its
+/// polynomial exp (relative error 1e-6) is fine for embeddings, but here the next layers'
+/// 8-bit activations amplify it: with it, the token Qwen decodes in `qwen2::against_candle`
+/// no longer matched candle's.
 fn softmax(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0;
@@ -316,8 +319,7 @@ mod tests {
             .unwrap()
             .reshape((b, heads, 1, d))
             .unwrap();
-        let diff = (got - want).unwrap().abs().unwrap().flatten_all().unwrap();
-        let diff = diff.max(0).unwrap().to_scalar::<f32>().unwrap();
+        let diff = crate::max_abs_diff(&got, &want);
         assert!(diff < 1e-5, "{diff}");
     }
 

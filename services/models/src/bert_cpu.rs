@@ -382,7 +382,7 @@ impl CpuBert {
 #[derive(Clone, Copy)]
 pub(crate) struct SharedRows(pub(crate) *mut f32);
 // SAFETY: tasks write disjoint blocks: (rows, head columns) in `CpuBert::attention`, column
-// ranges in `amx::matmul`.
+// ranges in `amx::matmul`, query heads or rows in `crate::attention`.
 unsafe impl Send for SharedRows {}
 unsafe impl Sync for SharedRows {}
 

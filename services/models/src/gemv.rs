@@ -111,6 +111,14 @@ pub(crate) fn matmul(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>>
     stored_products(ws, x)
 }
 
+/// The kernel `f::<R>` for each R from 1 to [`TILE_ROWS`], in that order (a [`RowsDot`] array).
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_rows {
+    ($($f:ident)::+) => {
+        [$($f)::+::<1>, $($f)::+::<2>, $($f)::+::<3>, $($f)::+::<4>]
+    };
+}
+
 /// `x · wᵢᵀ` for each `wᵢ` (nᵢ, k), all Q4_K or all Q6_K, and `x` (…, k) in f32, all on the
 /// CPU: one tensor (…, nᵢ) per matrix. `x` is quantized once for all of them. With AVX-512
 /// VNNI any number of rows is handled (up to four rows share each pass over a weight row);
@@ -137,36 +145,12 @@ fn stored_products(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
         GgmlDType::Q4K if vnni => {
             // SAFETY: `BlockQ4K` is `repr(C)` u16s and u8s, valid for any bytes; the CPU has
             // the kernel's features (`Isa::Vnni`).
-            unsafe {
-                products(
-                    &stored,
-                    x,
-                    k,
-                    [
-                        x86::dot_q4k::<1>,
-                        x86::dot_q4k::<2>,
-                        x86::dot_q4k::<3>,
-                        x86::dot_q4k::<4>,
-                    ],
-                )
-            }
+            unsafe { products(&stored, x, k, by_rows!(x86::dot_q4k)) }
         }
         #[cfg(target_arch = "x86_64")]
         GgmlDType::Q6K if vnni => {
             // SAFETY: as above; `BlockQ6K` is u8s, i8s and a u16.
-            unsafe {
-                products(
-                    &stored,
-                    x,
-                    k,
-                    [
-                        x86::dot_q6k::<1>,
-                        x86::dot_q6k::<2>,
-                        x86::dot_q6k::<3>,
-                        x86::dot_q6k::<4>,
-                    ],
-                )
-            }
+            unsafe { products(&stored, x, k, by_rows!(x86::dot_q6k)) }
         }
         GgmlDType::Q4K => candle_rows(&stored, x, k),
         _ => Ok(None),

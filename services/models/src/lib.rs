@@ -76,6 +76,13 @@ pub(crate) fn switched_off(name: &str) -> bool {
     })
 }
 
+/// The largest absolute difference between two f32 tensors of the same number of elements.
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    let d = (a.flatten_all().unwrap() - b.flatten_all().unwrap()).unwrap();
+    d.abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
 /// The device models run on: the first CUDA GPU when built with feature `cuda` and one is
 /// available, otherwise the CPU.
 pub fn select_device() -> candle_core::Device {

@@ -166,17 +166,10 @@ pub(crate) unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
 
 /// A pointer to output rows that work items write disjoint parts of.
 #[derive(Clone, Copy)]
-pub(crate) struct OutPtr(pub(crate) *mut f32);
+struct OutPtr(*mut f32);
 // SAFETY: each output element is written by exactly one work item (see `run`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The pointer `n` elements on (a method, so closures capture the whole `OutPtr`).
-    pub(crate) fn at(self, n: usize) -> *mut f32 {
-        self.0.wrapping_add(n)
-    }
-}
 
 /// Fills `outs[p]` (m × nₚ, row-major) with the products of the `m` quantized rows `xq`
 /// (`kb` blocks each) and each part's matrix, on candle's CPU pool.

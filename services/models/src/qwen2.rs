@@ -412,15 +412,15 @@ impl Attention {
     }
 }
 
-/// Softmax attention of `q` (b, heads, seq, d) over `k`, `v` (b, kv_heads, total, d), with
-/// an additive `mask` (1, 1, seq, total); returns (b, heads, seq, d). Query head `h` uses KV
-/// head `h / (heads / kv_heads)`, as `repeat_interleave` does in transformers. The query heads
-/// that share a KV head are consecutive, so they become extra rows of one product against it:
-/// K and V are never copied per query head. Scores and probabilities are in f32.
+/// Causal softmax attention of `q` (b, heads, seq, d), the last `seq` of `total` positions,
+/// over `k`, `v` (b, kv_heads, total, d): query `i` sees keys `..= total - seq + i`. Returns
+/// (b, heads, seq, d). Query head `h` uses KV head `h / (heads / kv_heads)`, as
+/// `repeat_interleave` does in transformers. Scores and probabilities are in f32.
 ///
-/// `mask`, when given, must be [`causal_mask`]`(seq, total - seq)`. On the CPU in f32 the work
-/// goes to [`crate::attention`], which applies that rule itself: [`crate::attention::one_query`]
-/// for a decode step (no mask), [`crate::attention::causal`] for a prompt.
+/// Where [`cpu_attention`] holds, the work goes to [`crate::attention`], which applies the
+/// causal rule itself: [`crate::attention::one_query`] for a decode step,
+/// [`crate::attention::causal`] for a prompt, and `mask` is not read. Elsewhere a prompt needs
+/// `mask` = [`causal_mask`]`(seq, total - seq)`, built once per pass by the caller.
 fn attend(
     q: &Tensor,
     k: &Tensor,
@@ -428,19 +428,25 @@ fn attend(
     mask: Option<&Tensor>,
     kv_heads: usize,
 ) -> Result<Tensor> {
-    let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-    if f32_cpu(q) && f32_cpu(k) && f32_cpu(v) {
-        let seq = q.dim(2)?;
-        match mask {
-            None if seq == 1 => return crate::attention::one_query(q, k, v, kv_heads),
-            Some(_) => return crate::attention::causal(q, k, v, kv_heads),
-            None => {}
-        }
+    if cpu_attention(q) {
+        return match q.dim(2)? {
+            1 => crate::attention::one_query(q, k, v, kv_heads),
+            _ => crate::attention::causal(q, k, v, kv_heads),
+        };
     }
     attend_matmul(q, k, v, mask, kv_heads)
 }
 
-/// [`attend`] as two matmuls over the whole score matrix and a softmax, on any device.
+/// True when [`attend`] runs quire's CPU attention for activations like `t` (f32 on the CPU;
+/// the keys and values share their type), so no mask tensor is needed.
+fn cpu_attention(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+/// [`attend`] as two matmuls over the whole score matrix, with an additive `mask` (1, 1, seq,
+/// total), and a softmax, on any device. The query heads that share a KV head are
+/// consecutive, so they become extra rows of one product against it: K and V are never
+/// copied per query head.
 fn attend_matmul(
     q: &Tensor,
     k: &Tensor,
@@ -680,12 +686,12 @@ impl Qwen2 {
         if tail == 0 || tail > seq {
             candle_core::bail!("asked for the logits of {tail} of {seq} positions");
         }
-        let mask = if seq > 1 {
+        let mut x = self.embed.forward(ids)?;
+        let mask = if seq > 1 && !cpu_attention(&x) {
             Some(causal_mask(seq, offset, ids.device())?)
         } else {
             None
         };
-        let mut x = self.embed.forward(ids)?;
         for layer in &mut self.layers {
             let attn =
                 layer
@@ -855,8 +861,7 @@ mod tests {
             want.push(p.matmul(&vh).unwrap());
         }
         let want = Tensor::cat(&want, 1).unwrap();
-        let diff = (got - want).unwrap().abs().unwrap().flatten_all().unwrap();
-        let diff = diff.max(0).unwrap().to_scalar::<f32>().unwrap();
+        let diff = crate::max_abs_diff(&got, &want);
         assert!(diff < 1e-5, "{diff}");
     }
 
@@ -874,10 +879,10 @@ mod tests {
         let v = vbuf.narrow(2, 0, total).unwrap();
         let mask = causal_mask(seq, offset, &dev).unwrap();
         let want = attend_matmul(&q, &k, &v, Some(&mask), kv).unwrap();
-        let got = attend(&q, &k, &v, Some(&mask), kv).unwrap();
+        // The CPU path applies the causal rule itself: it needs no mask tensor.
+        let got = attend(&q, &k, &v, None, kv).unwrap();
         assert_eq!(got.dims(), want.dims());
-        let diff = (got - want).unwrap().abs().unwrap().flatten_all().unwrap();
-        let diff = diff.max(0).unwrap().to_scalar::<f32>().unwrap();
+        let diff = crate::max_abs_diff(&got, &want);
         assert!(diff < 1e-5, "{diff}");
     }
 
@@ -924,10 +929,7 @@ mod against_candle {
     use super::*;
     use candle_transformers::models::quantized_qwen2;
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a.flatten_all().unwrap() - b.flatten_all().unwrap()).unwrap();
-        d.abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-    }
+    use crate::max_abs_diff as max_diff;
 
     /// quire's pass over the GGUF gives candle's quantized Qwen2 logits, for a prompt and for
     /// a token decoded after it, while its token table stays quantized. They were equal bit
