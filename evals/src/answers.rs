@@ -2,6 +2,8 @@
 //! exact match and F1, citation accuracy, abstention precision and recall, speed), the
 //! relevance-threshold calibration, and their Markdown table and SVG chart.
 
+use std::collections::HashMap;
+
 use crate::report::{Series, grouped_bars, percentile};
 use crate::squad::{self, Article};
 
@@ -19,6 +21,44 @@ pub struct Sampled {
 /// The document id of paragraph `p` (0-based) of article `a` (0-based).
 pub fn paragraph_id(a: usize, p: usize) -> String {
     format!("a{a:03}-p{p:03}")
+}
+
+/// Every paragraph of `articles` as a corpus document: id [`paragraph_id`], the article's
+/// title (underscores as spaces), the paragraph's text.
+pub fn corpus(articles: &[Article]) -> Vec<crate::beir::Doc> {
+    articles
+        .iter()
+        .enumerate()
+        .flat_map(|(a, article)| {
+            article
+                .paragraphs
+                .iter()
+                .enumerate()
+                .map(move |(p, paragraph)| crate::beir::Doc {
+                    id: paragraph_id(a, p),
+                    title: article.title.replace('_', " "),
+                    text: paragraph.context.clone(),
+                })
+        })
+        .collect()
+}
+
+/// Retrieval judgements for `articles`: every answerable question (by id) and, as its one
+/// relevant document (gain 1), the paragraph it was asked about. Unanswerable questions are
+/// left out: no paragraph holds their answer.
+pub fn retrieval_judgements(
+    articles: &[Article],
+) -> (HashMap<String, String>, HashMap<String, crate::Qrels>) {
+    let mut queries = HashMap::new();
+    let mut qrels = HashMap::new();
+    for q in sample(articles, 0, 0, 0) {
+        if q.golds.is_empty() {
+            continue;
+        }
+        qrels.insert(q.id.clone(), crate::Qrels::from([(q.document_id, 1)]));
+        queries.insert(q.id, q.question);
+    }
+    (queries, qrels)
 }
 
 /// Every question of `articles`, shuffled with `seed`; after the first `offset` of that order,
@@ -595,5 +635,38 @@ mod tests {
         let rest = sample(&articles, 7, 2, 5);
         assert_eq!(ids(&rest), ids(&all[2..]));
         assert!(sample(&articles, 7, 9, 0).is_empty());
+    }
+
+    #[test]
+    fn retrieval_judges_each_answerable_question_by_its_own_paragraph() {
+        let json = r#"{"version":"v2.0","data":[{"title":"Old_Town","paragraphs":[
+            {"context":"The bridge opened in 1932.","qas":[
+              {"id":"1","question":"When did it open?","answers":[{"text":"1932","answer_start":21}]},
+              {"id":"2","question":"When did it close?","answers":[],"is_impossible":true}]},
+            {"context":"The mill burned in 1907.","qas":[
+              {"id":"3","question":"When did the mill burn?","answers":[{"text":"1907","answer_start":19}]}]}]}]}"#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        std::fs::write(&path, json).unwrap();
+        let (_, articles) = squad::read(&path).unwrap();
+        let docs = corpus(&articles);
+        assert_eq!(
+            docs.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            ["a000-p000", "a000-p001"]
+        );
+        assert_eq!(docs[1].title, "Old Town");
+        assert_eq!(docs[1].text, "The mill burned in 1907.");
+        let (queries, qrels) = retrieval_judgements(&articles);
+        assert_eq!(queries.len(), 2, "the unanswerable question is not judged");
+        assert_eq!(queries["3"], "When did the mill burn?");
+        assert_eq!(
+            qrels["1"],
+            crate::Qrels::from([("a000-p000".to_string(), 1)])
+        );
+        assert_eq!(
+            qrels["3"],
+            crate::Qrels::from([("a000-p001".to_string(), 1)])
+        );
+        assert!(!qrels.contains_key("2"));
     }
 }

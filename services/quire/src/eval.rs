@@ -21,7 +21,7 @@ use crate::bench::{IngestTally, ingest_docs};
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
-    /// Retrieval quality on a BEIR-format dataset: ingests the corpus into a fresh collection,
+    /// Retrieval quality on a BEIR-format dataset or a SQuAD file: ingests the corpus into a fresh collection,
     /// runs every judged query in each mode, and reports nDCG@10, Recall@10/100, MRR@10 and
     /// latency as a Markdown table, JSON and an SVG chart.
     Retrieval(RetrievalArgs),
@@ -91,9 +91,14 @@ pub struct AnswersArgs {
 #[derive(Args)]
 pub struct RetrievalArgs {
     /// BEIR directory: corpus.jsonl(.gz), queries.jsonl, qrels/<split>.tsv.
+    #[arg(long, required_unless_present = "squad", conflicts_with = "squad")]
+    beir: Option<PathBuf>,
+    /// SQuAD-format JSON file instead of BEIR: every paragraph is a document, and each
+    /// answerable question is judged by the paragraph it was asked about (the corpus and the
+    /// questions of `quire eval answers`).
     #[arg(long)]
-    beir: PathBuf,
-    /// Which qrels file to judge by.
+    squad: Option<PathBuf>,
+    /// Which qrels file to judge by (BEIR only).
     #[arg(long, default_value = "test")]
     split: String,
     /// Modes to run, comma-separated.
@@ -143,9 +148,10 @@ pub struct RetrievalArgs {
     /// LLM for the rerank: `qwen2.5-1.5b` or `smollm2-135m`. Default: the configured one.
     #[arg(long, env = "QUIRE_LLM")]
     llm: Option<String>,
-    /// Report file names: NAME.md, NAME.json, NAME.svg.
-    #[arg(long, default_value = "retrieval")]
-    name: String,
+    /// Report file names: NAME.md, NAME.json, NAME.svg. Default: `retrieval` for BEIR,
+    /// `retrieval-STEM` for a SQuAD file.
+    #[arg(long)]
+    name: Option<String>,
 }
 
 pub async fn run(config: &EngineConfig, command: EvalCommand) -> Result<ExitCode, BoxError> {
@@ -292,23 +298,56 @@ async fn retrieval(config: &EngineConfig, args: RetrievalArgs) -> Result<ExitCod
         config.llm = llm.clone();
     }
     let config = &config;
-    let corpus = beir::read_corpus(&args.beir, args.limit_docs.unwrap_or(usize::MAX))?;
-    let queries = beir::read_queries(&args.beir)?;
-    let qrels = beir::read_qrels(&args.beir, &args.split)?;
+    // (dataset, what the queries are, report name, corpus, queries, qrels)
+    let (dataset, split, name, corpus, queries, qrels) = match (&args.beir, &args.squad) {
+        (Some(dir), _) => {
+            let dataset = dir
+                .file_name()
+                .map_or("dataset".into(), |n| n.to_string_lossy().into_owned());
+            let corpus = beir::read_corpus(dir, args.limit_docs.unwrap_or(usize::MAX))?;
+            let queries = beir::read_queries(dir)?;
+            let qrels = beir::read_qrels(dir, &args.split)?;
+            let split = format!("{} split", args.split);
+            (
+                dataset,
+                split,
+                "retrieval".to_string(),
+                corpus,
+                queries,
+                qrels,
+            )
+        }
+        (None, Some(file)) => {
+            let (_, articles) = squad::read(file)?;
+            let mut corpus = answers::corpus(&articles);
+            corpus.truncate(args.limit_docs.unwrap_or(usize::MAX));
+            let (queries, qrels) = answers::retrieval_judgements(&articles);
+            let stem = file
+                .file_stem()
+                .map_or("squad".into(), |n| n.to_string_lossy().into_owned());
+            let name = format!("retrieval-{stem}");
+            (
+                stem,
+                "answerable questions".to_string(),
+                name,
+                corpus,
+                queries,
+                qrels,
+            )
+        }
+        (None, None) => return Err("give --beir DIR or --squad FILE".into()),
+    };
+    let name = args.name.clone().unwrap_or(name);
     let mut judged: Vec<(&String, &String)> = qrels
         .keys()
         .map(|id| {
             queries
                 .get(id)
                 .map(|text| (id, text))
-                .ok_or_else(|| format!("query {id} is judged in qrels but not in queries.jsonl"))
+                .ok_or_else(|| format!("query {id} is judged but has no text"))
         })
         .collect::<Result<_, _>>()?;
     judged.sort();
-    let dataset = args
-        .beir
-        .file_name()
-        .map_or("dataset".into(), |n| n.to_string_lossy().into_owned());
 
     let store = EvalStore::open(
         config,
@@ -367,7 +406,7 @@ async fn retrieval(config: &EngineConfig, args: RetrievalArgs) -> Result<ExitCod
 
     let settings = serde_json::json!({
         "dataset": dataset,
-        "split": args.split,
+        "split": split,
         "documents": docs,
         "documents_failed": tally.failed,
         "chunks": tally.chunks,
@@ -389,24 +428,20 @@ async fn retrieval(config: &EngineConfig, args: RetrievalArgs) -> Result<ExitCod
     std::fs::create_dir_all(&args.out)?;
     let table = report::markdown(&results);
     let md = format!(
-        "# Retrieval on {dataset} ({} split, {} queries)\n\n{table}\nSettings: `{settings}`\n",
-        args.split,
+        "# Retrieval on {dataset} ({split}, {} queries)\n\n{table}\nSettings: `{settings}`\n",
         judged.len()
     );
-    std::fs::write(args.out.join(format!("{}.md", args.name)), &md)?;
+    std::fs::write(args.out.join(format!("{name}.md")), &md)?;
     std::fs::write(
-        args.out.join(format!("{}.json", args.name)),
+        args.out.join(format!("{name}.json")),
         serde_json::to_string_pretty(&serde_json::json!({
             "settings": settings,
             "results": results,
         }))?,
     )?;
     std::fs::write(
-        args.out.join(format!("{}.svg", args.name)),
-        report::svg(
-            &format!("quire retrieval on {dataset} ({})", args.split),
-            &results,
-        ),
+        args.out.join(format!("{name}.svg")),
+        report::svg(&format!("quire retrieval on {dataset} ({split})"), &results),
     )?;
     println!("\n{table}\nwritten to {}", args.out.display());
     Ok(if tally.failed > 0 {
@@ -448,21 +483,7 @@ async fn answers(config: &EngineConfig, args: AnswersArgs) -> Result<ExitCode, B
         .name
         .clone()
         .unwrap_or_else(|| format!("{stem}-{}", config.llm));
-    let corpus: Vec<beir::Doc> = articles
-        .iter()
-        .enumerate()
-        .flat_map(|(a, article)| {
-            article
-                .paragraphs
-                .iter()
-                .enumerate()
-                .map(move |(p, paragraph)| beir::Doc {
-                    id: answers::paragraph_id(a, p),
-                    title: article.title.replace('_', " "),
-                    text: paragraph.context.clone(),
-                })
-        })
-        .collect();
+    let corpus = answers::corpus(&articles);
     let paragraphs = corpus.len();
 
     let store = EvalStore::open(
