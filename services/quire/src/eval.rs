@@ -21,9 +21,9 @@ use crate::bench::{IngestTally, ingest_docs};
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
-    /// Retrieval quality on a BEIR-format dataset or a SQuAD file: ingests the corpus into a fresh collection,
-    /// runs every judged query in each mode, and reports nDCG@10, Recall@10/100, MRR@10 and
-    /// latency as a Markdown table, JSON and an SVG chart.
+    /// Retrieval quality on a BEIR-format dataset or a SQuAD file: ingests the corpus into a
+    /// fresh collection, runs every judged query in each mode, and reports nDCG@10,
+    /// Recall@10/100, MRR@10 and latency as a Markdown table, JSON and an SVG chart.
     Retrieval(RetrievalArgs),
     /// Answer quality on a SQuAD v1.1 or v2.0 file: ingests every paragraph as a document
     /// into one fresh collection, asks a seeded sample of the questions through the real
@@ -292,52 +292,77 @@ async fn rank_queries(
     Ok((rankings, latencies))
 }
 
+/// What `quire eval retrieval` judges: the corpus, the judged queries, and how the report
+/// names them.
+struct RetrievalSet {
+    /// The dataset's name in the report (the BEIR folder, or the SQuAD file's stem).
+    dataset: String,
+    /// What the queries are, for the report's title ("test split", "answerable questions").
+    split: String,
+    /// The report's file name, without extension.
+    name: String,
+    corpus: Vec<beir::Doc>,
+    queries: HashMap<String, String>,
+    qrels: HashMap<String, quire_evals::Qrels>,
+}
+
+/// Reads the BEIR folder or the SQuAD file that `args` names (clap requires exactly one).
+fn retrieval_set(args: &RetrievalArgs) -> Result<RetrievalSet, BoxError> {
+    let limit = args.limit_docs.unwrap_or(usize::MAX);
+    let set = match (&args.beir, &args.squad) {
+        (Some(dir), _) => RetrievalSet {
+            dataset: dir
+                .file_name()
+                .map_or("dataset".into(), |n| n.to_string_lossy().into_owned()),
+            split: format!("{} split", args.split),
+            name: "retrieval".into(),
+            corpus: beir::read_corpus(dir, limit)?,
+            queries: beir::read_queries(dir)?,
+            qrels: beir::read_qrels(dir, &args.split)?,
+        },
+        (None, Some(file)) => {
+            let (_, articles) = squad::read(file)?;
+            let mut corpus = answers::corpus(&articles);
+            corpus.truncate(limit);
+            let (queries, qrels) = answers::retrieval_judgements(&articles);
+            let stem = squad_stem(file);
+            RetrievalSet {
+                name: format!("retrieval-{stem}"),
+                dataset: stem,
+                split: "answerable questions".into(),
+                corpus,
+                queries,
+                qrels,
+            }
+        }
+        (None, None) => return Err("give --beir DIR or --squad FILE".into()),
+    };
+    Ok(RetrievalSet {
+        name: args.name.clone().unwrap_or(set.name),
+        ..set
+    })
+}
+
+/// A SQuAD file's name without its extension, as the reports name it.
+fn squad_stem(file: &std::path::Path) -> String {
+    file.file_stem()
+        .map_or("squad".into(), |n| n.to_string_lossy().into_owned())
+}
+
 async fn retrieval(config: &EngineConfig, args: RetrievalArgs) -> Result<ExitCode, BoxError> {
     let mut config = config.clone();
     if let Some(llm) = &args.llm {
         config.llm = llm.clone();
     }
     let config = &config;
-    // (dataset, what the queries are, report name, corpus, queries, qrels)
-    let (dataset, split, name, corpus, queries, qrels) = match (&args.beir, &args.squad) {
-        (Some(dir), _) => {
-            let dataset = dir
-                .file_name()
-                .map_or("dataset".into(), |n| n.to_string_lossy().into_owned());
-            let corpus = beir::read_corpus(dir, args.limit_docs.unwrap_or(usize::MAX))?;
-            let queries = beir::read_queries(dir)?;
-            let qrels = beir::read_qrels(dir, &args.split)?;
-            let split = format!("{} split", args.split);
-            (
-                dataset,
-                split,
-                "retrieval".to_string(),
-                corpus,
-                queries,
-                qrels,
-            )
-        }
-        (None, Some(file)) => {
-            let (_, articles) = squad::read(file)?;
-            let mut corpus = answers::corpus(&articles);
-            corpus.truncate(args.limit_docs.unwrap_or(usize::MAX));
-            let (queries, qrels) = answers::retrieval_judgements(&articles);
-            let stem = file
-                .file_stem()
-                .map_or("squad".into(), |n| n.to_string_lossy().into_owned());
-            let name = format!("retrieval-{stem}");
-            (
-                stem,
-                "answerable questions".to_string(),
-                name,
-                corpus,
-                queries,
-                qrels,
-            )
-        }
-        (None, None) => return Err("give --beir DIR or --squad FILE".into()),
-    };
-    let name = args.name.clone().unwrap_or(name);
+    let RetrievalSet {
+        dataset,
+        split,
+        name,
+        corpus,
+        queries,
+        qrels,
+    } = retrieval_set(&args)?;
     let mut judged: Vec<(&String, &String)> = qrels
         .keys()
         .map(|id| {
@@ -471,10 +496,7 @@ async fn answers(config: &EngineConfig, args: AnswersArgs) -> Result<ExitCode, B
     let config = &config;
     let (version, articles) = squad::read(&args.squad)?;
     let questions = answers::sample(&articles, args.seed, args.offset, args.limit);
-    let stem = args
-        .squad
-        .file_stem()
-        .map_or("squad".into(), |n| n.to_string_lossy().into_owned());
+    let stem = squad_stem(&args.squad);
     let model = config
         .llm_dir
         .as_ref()
