@@ -33,7 +33,9 @@ pub struct Chunk {
     /// Exactly `doc.text[start..end]`.
     pub text: String,
     /// What to embed and index: for Markdown and HTML the heading path
-    /// (`"A > B\n\n"`) followed by `text`; otherwise equal to `text`.
+    /// (`"A > B\n\n"`) followed by `text`; for plain text and PDFs whose
+    /// opening line was taken as their title (see [`Chunker::chunk`]), that
+    /// title and a blank line followed by `text`; otherwise equal to `text`.
     pub indexed_text: String,
     /// Byte range in the document's text.
     pub start: usize,
@@ -200,31 +202,73 @@ impl Chunker {
     /// whitespace-only, has no leading or trailing whitespace, and holds at
     /// most `max_tokens` tokens unless a single grapheme alone exceeds that.
     /// Markdown is split along its structure; other media as prose.
+    ///
+    /// Every non-blank part of the text is in some chunk's `text`, except a
+    /// piece the splitter would have made a chunk of its own while it holds
+    /// only a heading: such a piece is searched through the `indexed_text` of
+    /// the chunks after it instead. That is a plain-text or PDF document's
+    /// opening line of at most `max_tokens / 4` tokens ([`Chunk::indexed_text`]),
+    /// and a Markdown or HTML heading line whose heading is in the next chunk's
+    /// heading path. A document that is only such a piece keeps it as its chunk.
     pub fn chunk(&self, doc: &Document, media: MediaType) -> Vec<Chunk> {
         let spans = match DocTokens::new(&self.counter, &doc.text) {
             Some(sizer) => self.spans(&doc.text, media, sizer),
             None => self.spans(&doc.text, media, self.counter.clone()),
         };
+        let mut spans: Vec<(usize, &str)> = spans
+            .into_iter()
+            .filter(|(_, t)| !t.trim().is_empty())
+            .collect();
         let with_headings = matches!(media, MediaType::Markdown | MediaType::Html);
-        let mut path = HeadingPath::default();
-        let mut last_start = 0usize;
-        let mut chunks = Vec::with_capacity(spans.len());
-        for (start, text) in spans {
-            if text.trim().is_empty() {
-                continue;
-            }
-            let indexed_text = if with_headings {
+        // The heading path at each span's start (Markdown and HTML only).
+        let mut paths: Vec<HeadingPath> = Vec::new();
+        if with_headings {
+            let mut path = HeadingPath::default();
+            let mut last_start = 0usize;
+            for &(start, _) in &spans {
                 if start < last_start {
                     path = HeadingPath::default();
                 }
                 last_start = start;
                 path.advance(&doc.headings, start);
-                match path.render(&doc.headings) {
-                    Some(p) => format!("{p}\n\n{text}"),
-                    None => text.to_owned(),
-                }
-            } else {
-                text.to_owned()
+                paths.push(path.clone());
+            }
+            let heading_only = |i: usize| {
+                let (start, text) = spans[i];
+                let heading = doc.headings.iter().position(|h| h.start == start);
+                is_one_line(text)
+                    && heading.is_some_and(|h| paths.get(i + 1).is_some_and(|p| p.holds(h)))
+            };
+            let keep: Vec<bool> = (0..spans.len()).map(|i| !heading_only(i)).collect();
+            (spans, paths) = spans
+                .into_iter()
+                .zip(paths)
+                .zip(keep)
+                .filter_map(|(pair, keep)| keep.then_some(pair))
+                .unzip();
+        }
+        let title = match spans.as_slice() {
+            [(_, first), _, ..]
+                if !with_headings
+                    && is_one_line(first)
+                    && self.counter.size(first) <= self.config.max_tokens / 4 =>
+            {
+                let title = first.trim();
+                spans.remove(0);
+                Some(title)
+            }
+            _ => None,
+        };
+        let mut chunks = Vec::with_capacity(spans.len());
+        for (i, (start, text)) in spans.into_iter().enumerate() {
+            let context = match (title, paths.get(i)) {
+                (Some(t), _) => Some(t.to_owned()),
+                (None, Some(path)) => path.render(&doc.headings),
+                (None, None) => None,
+            };
+            let indexed_text = match context {
+                Some(c) => format!("{c}\n\n{text}"),
+                None => text.to_owned(),
             };
             chunks.push(Chunk {
                 ordinal: u32::try_from(chunks.len()).unwrap_or(u32::MAX),
@@ -242,4 +286,9 @@ impl Chunker {
     pub fn count_tokens(&self, text: &str) -> usize {
         self.counter.size(text)
     }
+}
+
+/// Whether `text` holds no line break once trimmed.
+fn is_one_line(text: &str) -> bool {
+    !text.trim().contains('\n')
 }

@@ -170,7 +170,7 @@ impl Document {
 }
 
 /// Incremental heading-path tracker for increasing offsets.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct HeadingPath {
     next: usize,
     stack: Vec<usize>,
@@ -194,6 +194,11 @@ impl HeadingPath {
             self.stack.push(self.next);
             self.next += 1;
         }
+    }
+
+    /// Whether the path holds the heading at index `heading` of the document's headings.
+    pub(crate) fn holds(&self, heading: usize) -> bool {
+        self.stack.contains(&heading)
     }
 
     pub(crate) fn render(&self, headings: &[Heading]) -> Option<String> {

@@ -836,7 +836,8 @@ impl Index {
     }
 }
 
-/// Fuses two ranked lists (best first) into at most `top_k` hits, best first.
+/// Fuses two ranked lists (best first) into at most `top_k` hits, best first. Equal scores,
+/// within a list and after fusion, are ordered by document id and then chunk ordinal.
 fn fuse(
     dense: &[(Uuid, f32)],
     sparse: &[(Uuid, f32)],
@@ -844,6 +845,19 @@ fn fuse(
     top_k: usize,
     mut chunks: HashMap<Uuid, StoredChunk>,
 ) -> Vec<Hit> {
+    // Chunk ids are random, so equal scores are ordered by what the chunk is: the same ties
+    // rank the same way in every run and after every re-ingest.
+    let key = |id: &Uuid| chunks.get(id).map(|c| (c.document_id.as_str(), c.ordinal));
+    let settle = |list: &[(Uuid, f32)]| {
+        let mut list = list.to_vec();
+        list.sort_by(|(ia, a), (ib, b)| {
+            b.total_cmp(a)
+                .then_with(|| key(ia).cmp(&key(ib)))
+                .then_with(|| ia.cmp(ib))
+        });
+        list
+    };
+    let (dense, sparse) = (&settle(dense)[..], &settle(sparse)[..]);
     // Each retriever's contribution to the fused score, by its 1-based rank and score.
     let top = |list: &[(Uuid, f32)]| list.first().map_or(0.0, |x| x.1);
     let (dense_top, sparse_top) = (top(dense), top(sparse));
@@ -909,6 +923,7 @@ fn fuse(
                 };
                 best(a).cmp(&best(b))
             })
+            .then_with(|| key(ia).cmp(&key(ib)))
             .then_with(|| ia.cmp(ib))
     });
     ranked
@@ -1006,6 +1021,48 @@ mod tests {
         let order: Vec<_> = hits.iter().map(|h| h.chunk.id).collect();
         assert_eq!(order, vec![id(3), id(2)]);
         assert_eq!(hits[0].dense_rank, None);
+    }
+
+    /// Equal scores rank by document and ordinal, whatever the (random) chunk ids and the
+    /// order the store returned them in.
+    #[test]
+    fn ties_rank_by_document_and_ordinal_not_chunk_id() {
+        let doc = |n: u128, document: &str, ordinal: u32| {
+            let (i, mut c) = chunk(n);
+            c.document_id = document.into();
+            c.ordinal = ordinal;
+            (i, c)
+        };
+        // Ids deliberately in the opposite order of (document, ordinal).
+        let chunks: HashMap<_, _> = [doc(9, "a", 0), doc(8, "a", 1), doc(7, "b", 0)]
+            .into_iter()
+            .collect();
+        let want = vec![id(9), id(8), id(7)];
+        for dense in [
+            [(id(7), 0.5), (id(8), 0.5), (id(9), 0.5)],
+            [(id(8), 0.5), (id(9), 0.5), (id(7), 0.5)],
+        ] {
+            for fusion in [Fusion::Dense, Fusion::default()] {
+                let hits = fuse(&dense, &[], fusion, 3, chunks.clone());
+                let order: Vec<_> = hits.iter().map(|h| h.chunk.id).collect();
+                assert_eq!(order, want, "{fusion:?} from {dense:?}");
+                assert_eq!(hits[0].dense_rank, Some(1));
+            }
+        }
+        // Ties in BM25 too, and between chunks the two lists rank alike.
+        let sparse = [(id(7), 2.0), (id(9), 2.0), (id(8), 2.0)];
+        let hits = fuse(&[], &sparse, Fusion::Bm25, 3, chunks.clone());
+        let order: Vec<_> = hits.iter().map(|h| h.chunk.id).collect();
+        assert_eq!(order, want);
+        let hits = fuse(
+            &[(id(7), 0.9)],
+            &[(id(9), 3.0)],
+            Fusion::default(),
+            3,
+            chunks,
+        );
+        let order: Vec<_> = hits.iter().map(|h| h.chunk.id).collect();
+        assert_eq!(order, vec![id(9), id(7)]);
     }
 
     #[test]
