@@ -235,7 +235,8 @@ impl Chunker {
             }
             let heading_only = |i: usize| {
                 let (start, text) = spans[i];
-                let heading = doc.headings.iter().position(|h| h.start == start);
+                // `Document::headings` is in text order.
+                let heading = doc.headings.binary_search_by_key(&start, |h| h.start).ok();
                 is_one_line(text)
                     && heading.is_some_and(|h| paths.get(i + 1).is_some_and(|p| p.holds(h)))
             };
