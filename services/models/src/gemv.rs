@@ -6,12 +6,11 @@
 //! stored weights. Here the input is quantized to Q8_K (candle's quantizer, so the integer
 //! sums are candle's) and the blocks' dot products run on AVX-512 VNNI over 64 weights per
 //! instruction ([`x86::dot_q4k`], [`x86::dot_q6k`]), through [`crate::qdot`], with the
-//! weights prefetched ahead of the loads. A single row (decoding) always goes through here.
-//! A prompt's rows keep candle's tiles, which read prompts faster, unless
-//! `QUIRE_CPU_WEIGHT_TILES=off`: then up to four input rows share each unpacked weight block,
-//! the tiles are never built, and the process needs about half the memory (see
-//! [`prompt_tiles`]). CPUs without VNNI use candle's compact AVX2 kernel
-//! (`k_quants::matmul`) for one Q4_K row, and candle's tiles otherwise.
+//! weights prefetched ahead of the loads. A single row (decoding) always goes through here;
+//! so do fewer than [`crate::panel::MIN_ROWS`] rows, four sharing each unpacked weight block, and
+//! more rows go through [`crate::panel`]. candle's tiles are never built unless
+//! `QUIRE_CPU_WEIGHT_TILES=on` (see [`prompt_tiles`]). CPUs without VNNI use candle's compact
+//! AVX2 kernel (`k_quants::matmul`) for one Q4_K row, and candle's tiles otherwise.
 
 use candle_core::quantized::k_quants::{self, BlockQ8K, GgmlType, QK_K};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -50,10 +49,10 @@ const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
 /// of each 16 of them.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Q8K {
-    d: f32,
-    qs: [i8; QK_K],
-    bsums: [i16; QK_K / 16],
+pub(crate) struct Q8K {
+    pub(crate) d: f32,
+    pub(crate) qs: [i8; QK_K],
+    pub(crate) bsums: [i16; QK_K / 16],
 }
 const _: () = assert!(std::mem::size_of::<Q8K>() == std::mem::size_of::<BlockQ8K>());
 const _: () = assert!(std::mem::align_of::<Q8K>() == std::mem::align_of::<BlockQ8K>());
@@ -69,7 +68,7 @@ impl Default for Q8K {
 }
 
 /// Quantizes one row to Q8_K with candle's quantizer, in place.
-fn quantize_row(x: &[f32], out: &mut [Q8K]) {
+pub(crate) fn quantize_row(x: &[f32], out: &mut [Q8K]) {
     // SAFETY: `Q8K` mirrors `BlockQ8K`'s `repr(C)` layout (same fields in the same order;
     // size and alignment asserted above), and both are plain numbers valid for any bytes;
     // the slice borrows `out` mutably for this call only.
@@ -79,23 +78,20 @@ fn quantize_row(x: &[f32], out: &mut [Q8K]) {
 }
 
 /// Whether a prompt's products with Q4_K and Q6_K matrices use candle's repacked tiles.
-/// Decided once per process: yes unless `QUIRE_CPU_WEIGHT_TILES` is `off`, `0` or `false`
-/// and the CPU has AVX-512 VNNI (without it, quire has no multi-row kernel for these types).
-/// Measured trade-off: `evals/out/generation.md`.
+/// Decided once per process. On a CPU with AVX-512 VNNI, no: prompts go through
+/// [`crate::panel`], which reads them as fast from the stored weights alone, unless
+/// `QUIRE_CPU_WEIGHT_TILES` is `on`, `1` or `true`. Without VNNI, yes (quire has no multi-row
+/// kernel for these types there). Measured: `evals/out/generation.md`.
 pub(crate) fn prompt_tiles() -> bool {
     static TILES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *TILES.get_or_init(|| {
-        if !crate::switched_off("QUIRE_CPU_WEIGHT_TILES") {
-            return true;
-        }
         if Isa::detect() != Isa::Vnni {
-            tracing::warn!(
-                "QUIRE_CPU_WEIGHT_TILES=off has no effect on this CPU (no AVX-512 VNNI): \
-                 prompts keep candle's tiles"
-            );
             return true;
         }
-        tracing::info!("CPU generator: prompts multiply quantized weights as stored (no tiles)");
+        if crate::switched_on("QUIRE_CPU_WEIGHT_TILES") {
+            tracing::info!("CPU generator: prompts use candle's repacked weight tiles");
+            return true;
+        }
         false
     })
 }
@@ -121,10 +117,20 @@ macro_rules! by_rows {
 
 /// `x · wᵢᵀ` for each `wᵢ` (nᵢ, k), all Q4_K or all Q6_K, and `x` (…, k) in f32, all on the
 /// CPU: one tensor (…, nᵢ) per matrix. `x` is quantized once for all of them. With AVX-512
-/// VNNI any number of rows is handled (up to four rows share each pass over a weight row);
-/// without it, one Q4_K row only. `None` otherwise. The values equal candle's products to
-/// f32 rounding: all quantize `x` to Q8_K and sum the same integer products.
+/// VNNI any number of rows is handled ([`crate::panel`] from [`crate::panel::MIN_ROWS`] rows,
+/// else up to four rows share each pass over a weight row); without it, one Q4_K row only.
+/// `None` otherwise. The values equal candle's products to f32 rounding: all quantize `x` to
+/// Q8_K and sum the same integer products.
 fn stored_products(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
+    stored_products_from(ws, x, crate::panel::MIN_ROWS)
+}
+
+/// [`stored_products`], with panels from `panel_rows` input rows up.
+fn stored_products_from(
+    ws: &[&QTensor],
+    x: &Tensor,
+    panel_rows: usize,
+) -> Result<Option<Vec<Tensor>>> {
     let rows: usize = x.dims().iter().rev().skip(1).product();
     let Some(dtype) = ws.first().map(|w| w.dtype()) else {
         return Ok(None);
@@ -140,6 +146,14 @@ fn stored_products(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
         return Ok(None);
     };
     let k = x.dims().last().copied().unwrap_or(0);
+    if vnni && rows >= panel_rows {
+        let kind = match dtype {
+            GgmlDType::Q4K => crate::panel::Kind::Q4K,
+            _ => crate::panel::Kind::Q6K,
+        };
+        let parts: Vec<(&[u8], usize)> = stored.iter().map(|(b, n)| (b.as_ref(), *n)).collect();
+        return crate::panel::products(kind, &parts, x).map(Some);
+    }
     match dtype {
         #[cfg(target_arch = "x86_64")]
         GgmlDType::Q4K if vnni => {
@@ -443,7 +457,7 @@ mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::test_values as values;
     use candle_core::Device;
@@ -459,6 +473,39 @@ mod tests {
         for rows in [1, 7] {
             products_equal_candles_for(rows);
         }
+    }
+
+    /// Asserts that `ours`, the products of `x` (1, m, k) with `q` (the quantized `w`), equal
+    /// candle's own to 1e-4 of the largest output and the exact products of the dequantized
+    /// weights to 1% of it (Q8_K rounding of `x`). Returns candle's products and that largest
+    /// output.
+    pub(crate) fn assert_like_candle(
+        w: &Tensor,
+        q: &QTensor,
+        x: &Tensor,
+        ours: &Tensor,
+    ) -> (Vec<f32>, f32) {
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let dtype = q.dtype();
+        let n = q.shape().dims2().unwrap().0;
+        let m = x.dims()[1];
+        assert_eq!(ours.dims(), &[1, m, n]);
+        let same = QTensor::quantize(w, dtype).unwrap();
+        let candle = flat(&QMatMul::from_qtensor(same).unwrap().forward(x).unwrap());
+        let exact_w = q.dequantize(&Device::Cpu).unwrap();
+        let exact = flat(&x.broadcast_matmul(&exact_w.t().unwrap()).unwrap());
+        let scale = exact.iter().fold(0f32, |a, v| a.max(v.abs()));
+        for ((o, t), e) in flat(ours).iter().zip(&candle).zip(&exact) {
+            assert!(
+                (o - t).abs() <= 1e-4 * scale,
+                "{dtype:?}: ours {o}, candle {t}"
+            );
+            assert!(
+                (o - e).abs() <= 0.01 * scale,
+                "{dtype:?}: ours {o}, exact {e}"
+            );
+        }
+        (candle, scale)
     }
 
     fn products_equal_candles_for(rows: usize) {
@@ -493,24 +540,7 @@ mod tests {
                 _ => None,
             };
             for (i, ((w, q), o)) in ws.iter().zip(&qs).zip(&ours).enumerate() {
-                let n = q.shape().dims2().unwrap().0;
-                assert_eq!(o.dims(), &[1, rows, n]);
-                let same = QTensor::quantize(w, dtype).unwrap();
-                let candle = flat(&QMatMul::from_qtensor(same).unwrap().forward(&x).unwrap());
-                let exact_w = q.dequantize(&cpu).unwrap();
-                let exact = flat(&x.broadcast_matmul(&exact_w.t().unwrap()).unwrap());
-                let scale = exact.iter().fold(0f32, |m, v| m.max(v.abs()));
-                for ((o, t), e) in flat(o).iter().zip(&candle).zip(&exact) {
-                    assert!(
-                        (o - t).abs() <= 1e-4 * scale,
-                        "{dtype:?}: ours {o}, candle {t}"
-                    );
-                    // Q8_K rounding of x: well under 1% of the largest output.
-                    assert!(
-                        (o - e).abs() <= 0.01 * scale,
-                        "{dtype:?}: ours {o}, exact {e}"
-                    );
-                }
+                let (candle, scale) = assert_like_candle(w, q, &x, o);
                 if let Some(compact) = &compact {
                     for (c, t) in flat(&compact[i]).iter().zip(&candle) {
                         assert!((c - t).abs() <= 1e-4 * scale, "compact {c}, candle {t}");
@@ -520,5 +550,45 @@ mod tests {
         }
         let q8 = QTensor::quantize(&ws[0], GgmlDType::Q8_0).unwrap();
         assert!(stored_products(&[&q8], &x).unwrap().is_none());
+    }
+
+    /// Where panels start to pay: the time of Qwen2.5-1.5B's Q, K and V projections (Q4_K,
+    /// 2,048 × 1,536) for a few input row counts, through the row kernels and through panels,
+    /// alternated, best of 9. Informs [`crate::panel::MIN_ROWS`].
+    #[test]
+    #[ignore = "benchmark; run with --ignored --nocapture"]
+    fn panel_crossover() {
+        if Isa::detect() != Isa::Vnni {
+            eprintln!("skipped: no AVX-512 VNNI on this CPU");
+            return;
+        }
+        let cpu = Device::Cpu;
+        let k = 1536;
+        let qs: Vec<QTensor> = [(1536, 1), (256, 2), (256, 3)]
+            .into_iter()
+            .map(|(n, seed)| {
+                let w = Tensor::from_vec(values(n * k, seed), (n, k), &cpu).unwrap();
+                QTensor::quantize(&w, GgmlDType::Q4K).unwrap()
+            })
+            .collect();
+        let refs: Vec<&QTensor> = qs.iter().collect();
+        println!("| input rows | row kernels µs | panels µs | panels / rows |");
+        for m in [4, 8, 16, 24, 32, 48, 64, 128, 512] {
+            let x = Tensor::from_vec(values(m * k, 7), (m, k), &cpu).unwrap();
+            let mut best = [f64::MAX; 2];
+            for _ in 0..9 {
+                for (i, from) in [usize::MAX, 0].into_iter().enumerate() {
+                    let t = std::time::Instant::now();
+                    stored_products_from(&refs, &x, from).unwrap().unwrap();
+                    best[i] = best[i].min(t.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            println!(
+                "| {m} | {:.0} | {:.0} | {:.2} |",
+                best[0],
+                best[1],
+                best[1] / best[0]
+            );
+        }
     }
 }

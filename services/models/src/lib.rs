@@ -27,6 +27,7 @@ mod gemv;
 mod generate;
 mod gguf_tokenizer;
 mod hf;
+mod panel;
 mod q4_1;
 mod qdot;
 mod qwen2;
@@ -74,6 +75,13 @@ pub(crate) fn switched_off(name: &str) -> bool {
             "off" | "0" | "false"
         )
     })
+}
+
+/// True when the environment variable `name` is set to `on`, `1` or `true` (any case,
+/// surrounding spaces ignored): how quire's CPU switches that are off by default are turned on.
+pub(crate) fn switched_on(name: &str) -> bool {
+    std::env::var(name)
+        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "on" | "1" | "true"))
 }
 
 /// The largest absolute difference between two f32 tensors of the same number of elements.

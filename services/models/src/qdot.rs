@@ -166,7 +166,7 @@ pub(crate) unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
 
 /// A pointer to output rows that work items write disjoint parts of.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 // SAFETY: each output element is written by exactly one work item (see `run`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}

@@ -181,8 +181,8 @@ impl Proj {
 
 /// `x · wᵢᵀ` for every `wᵢ` through quire's own CPU kernels, which quantize `x` once for all
 /// of them: [`crate::q4_1`] when all are Q4_1, [`crate::gemv`] when all are Q4_K or all Q6_K
-/// (one row; a prompt's rows too with `QUIRE_CPU_WEIGHT_TILES=off`). `None` where neither
-/// applies (the caller then uses candle).
+/// (one row; a prompt's rows too on AVX-512 VNNI, unless candle's tiles are switched on:
+/// [`crate::gemv::prompt_tiles`]). `None` where neither applies (the caller then uses candle).
 fn own_products(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
     match crate::q4_1::matmul(ws, x)? {
         Some(ys) => Ok(Some(ys)),
@@ -967,6 +967,17 @@ mod against_candle {
         assert!(max_diff(&a, &b) < 1.0, "{}", max_diff(&a, &b));
         let a = ours.forward(&next, 7).unwrap();
         let b = theirs.forward(&next, 7).unwrap();
+        same_choice(&a, &b);
+        assert!(max_diff(&a, &b) < 1.0, "{}", max_diff(&a, &b));
+        // 40 more prompt tokens: enough rows for quire's panels (`crate::panel`), while
+        // candle multiplies them through its repacked tiles.
+        let ids: Vec<u32> = (0..40u32).map(|i| 300 + 3_671 * i % 150_000).collect();
+        let more = Tensor::new(ids.as_slice(), &dev)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let a = ours.forward(&more, 8).unwrap();
+        let b = theirs.forward(&more, 8).unwrap();
         same_choice(&a, &b);
         assert!(max_diff(&a, &b) < 1.0, "{}", max_diff(&a, &b));
     }
