@@ -17,6 +17,7 @@ use candle_core::quantized::k_quants::QK_K;
 use candle_core::{Result, Tensor};
 
 use crate::gemv::Q8K;
+use crate::qdot::Shared;
 
 /// Weight rows per panel: one 512-bit register of i32 lanes.
 const PANEL: usize = 16;
@@ -103,10 +104,7 @@ pub(crate) fn products(kind: Kind, parts: &[(&[u8], usize)], x: &Tensor) -> Resu
     let mut outs: Vec<Vec<f32>> = parts.iter().map(|&(_, n)| vec![0f32; m * n]).collect();
     #[cfg(target_arch = "x86_64")]
     {
-        let ptrs: Vec<crate::qdot::OutPtr> = outs
-            .iter_mut()
-            .map(|o| crate::qdot::OutPtr(o.as_mut_ptr()))
-            .collect();
+        let ptrs: Vec<Shared<f32>> = outs.iter_mut().map(|o| Shared(o.as_mut_ptr())).collect();
         let mut first = Vec::with_capacity(parts.len() + 1);
         let mut items = 0;
         for &(_, n) in parts {
@@ -142,25 +140,6 @@ pub(crate) fn products(kind: Kind, parts: &[(&[u8], usize)], x: &Tensor) -> Resu
         .zip(parts)
         .map(|(out, &(_, n))| Tensor::from_vec(out, crate::qdot::with_last_dim(x, n), x.device()))
         .collect()
-}
-
-/// A pointer through which work items on candle's pool write disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-struct Shared<T>(*mut T);
-// SAFETY: every user writes disjoint elements, and the buffer outlives the pool's work.
-unsafe impl<T> Send for Shared<T> {}
-unsafe impl<T> Sync for Shared<T> {}
-
-impl<T> Shared<T> {
-    /// `len` elements from `at`.
-    ///
-    /// # Safety
-    /// They must be inside the buffer and written by this caller only while it runs.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, at: usize, len: usize) -> &mut [T] {
-        // SAFETY: the caller's promise.
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
-    }
 }
 
 /// The `m` rows of `xs` (`kb` blocks of 256 each) quantized to Q8_K with candle's quantizer,

@@ -164,12 +164,25 @@ pub(crate) unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
     }
 }
 
-/// A pointer to output rows that work items write disjoint parts of.
+/// A pointer through which work items on candle's pool write disjoint parts of one buffer.
 #[derive(Clone, Copy)]
-pub(crate) struct OutPtr(pub(crate) *mut f32);
-// SAFETY: each output element is written by exactly one work item (see `run`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
+pub(crate) struct Shared<T>(pub(crate) *mut T);
+// SAFETY: every user writes disjoint elements of a buffer that outlives the pool's work, and
+// the elements may move between threads (`T: Send`).
+unsafe impl<T: Send> Send for Shared<T> {}
+unsafe impl<T: Send> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// `len` elements from `at`.
+    ///
+    /// # Safety
+    /// They must be inside the buffer and written by this caller only while it runs.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice(&self, at: usize, len: usize) -> &mut [T] {
+        // SAFETY: the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
+}
 
 /// Fills `outs[p]` (m × nₚ, row-major) with the products of the `m` quantized rows `xq`
 /// (`kb` blocks each) and each part's matrix, on candle's CPU pool.
@@ -191,7 +204,7 @@ pub(crate) fn run<W: Sync, X: Sync>(
         items += n.div_ceil(GROUP_ROWS) * tiles;
     }
     first_item.push(items);
-    let ptrs: Vec<OutPtr> = outs.iter_mut().map(|o| OutPtr(o.as_mut_ptr())).collect();
+    let ptrs: Vec<Shared<f32>> = outs.iter_mut().map(|o| Shared(o.as_mut_ptr())).collect();
     let item = |i: usize| {
         let p = first_item.partition_point(|&f| f <= i) - 1;
         let (w, n) = parts[p];
