@@ -24,11 +24,11 @@ use crate::qdot::{Isa, TILE_ROWS};
 /// the next in the high ones).
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct BlockQ4K {
-    d: u16,
-    dmin: u16,
-    scales: [u8; 12],
-    qs: [u8; QK_K / 2],
+pub(crate) struct BlockQ4K {
+    pub(crate) d: u16,
+    pub(crate) dmin: u16,
+    pub(crate) scales: [u8; 12],
+    pub(crate) qs: [u8; QK_K / 2],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
 
@@ -37,11 +37,11 @@ const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
 /// bits). Each weight is `d·scale·(q − 32)`.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct BlockQ6K {
-    ql: [u8; QK_K / 2],
-    qh: [u8; QK_K / 4],
-    scales: [i8; QK_K / 16],
-    d: u16,
+pub(crate) struct BlockQ6K {
+    pub(crate) ql: [u8; QK_K / 2],
+    pub(crate) qh: [u8; QK_K / 4],
+    pub(crate) scales: [i8; QK_K / 16],
+    pub(crate) d: u16,
 }
 const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
 
@@ -230,7 +230,7 @@ fn candle_rows(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use super::{BlockQ4K, BlockQ6K, Q8K};
     use crate::qdot::{TILE_ROWS, hsum256};
     use std::arch::x86_64::*;
@@ -428,7 +428,7 @@ mod x86 {
     /// The eight 6-bit scales then the eight 6-bit minimums of a Q4_K block, one per byte
     /// (ggml's `get_scale_min_k4` for all eight sub-blocks at once).
     #[inline(always)]
-    unsafe fn unpack_scales(packed: &[u8; 12]) -> __m128i {
+    pub(crate) unsafe fn unpack_scales(packed: &[u8; 12]) -> __m128i {
         const KMASK1: u32 = 0x3f3f_3f3f;
         const KMASK2: u32 = 0x0f0f_0f0f;
         const KMASK3: u32 = 0x0303_0303;

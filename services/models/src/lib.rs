@@ -66,22 +66,28 @@ pub fn cpu_amx() -> bool {
     amx::available()
 }
 
-/// True when the environment variable `name` is set to `off`, `0` or `false` (any case,
-/// surrounding spaces ignored): how quire's CPU switches are turned off.
-pub(crate) fn switched_off(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| {
-        matches!(
-            v.trim().to_ascii_lowercase().as_str(),
-            "off" | "0" | "false"
-        )
-    })
+/// The value of the switch in environment variable `name`: `on`, `1` or `true` is on, `off`,
+/// `0` or `false` off (any case, surrounding spaces ignored); anything else, or unset, is
+/// `None`.
+fn switch(name: &str) -> Option<bool> {
+    let value = std::env::var(name).ok()?;
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "1" | "true" => Some(true),
+        "off" | "0" | "false" => Some(false),
+        _ => None,
+    }
 }
 
-/// True when the environment variable `name` is set to `on`, `1` or `true` (any case,
-/// surrounding spaces ignored): how quire's CPU switches that are off by default are turned on.
+/// True when the switch `name` is set off: how quire's CPU switches that are on by default
+/// are turned off.
+pub(crate) fn switched_off(name: &str) -> bool {
+    switch(name) == Some(false)
+}
+
+/// True when the switch `name` is set on: how quire's CPU switches that are off by default
+/// are turned on.
 pub(crate) fn switched_on(name: &str) -> bool {
-    std::env::var(name)
-        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "on" | "1" | "true"))
+    switch(name) == Some(true)
 }
 
 /// The largest absolute difference between two f32 tensors of the same number of elements.

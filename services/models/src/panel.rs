@@ -16,7 +16,7 @@
 use candle_core::quantized::k_quants::QK_K;
 use candle_core::{Result, Tensor};
 
-use crate::gemv::Q8K;
+use crate::gemv::{BlockQ4K, BlockQ6K, Q8K};
 use crate::qdot::Shared;
 
 /// Weight rows per panel: one 512-bit register of i32 lanes.
@@ -52,8 +52,8 @@ impl Kind {
     /// Bytes per stored block.
     const fn block_bytes(self) -> usize {
         match self {
-            Kind::Q4K => 144,
-            Kind::Q6K => 210,
+            Kind::Q4K => std::mem::size_of::<BlockQ4K>(),
+            Kind::Q6K => std::mem::size_of::<BlockQ6K>(),
         }
     }
 }
@@ -172,8 +172,9 @@ fn quantize_rows(xs: &[f32], m: usize, kb: usize, subs: usize) -> (Vec<Q8K>, Vec
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Kind, Line, PANEL, Panel, Q8K, RUNS, TILE};
+    use super::{BlockQ4K, BlockQ6K, Kind, Line, PANEL, Panel, Q8K, RUNS, TILE};
     use std::arch::x86_64::*;
+    use std::ptr::{addr_of, read_unaligned};
 
     /// Unpacks `rows` (at most 16) rows of `kb` stored blocks into `panel`; rows past `rows`
     /// get zero values and scales.
@@ -218,22 +219,30 @@ mod x86 {
                     if r >= rows {
                         continue;
                     }
-                    let p = block(r);
                     match kind {
                         Kind::Q4K => {
-                            let d = f16(p);
-                            let dmin = f16(p.add(2));
-                            let packed: &[u8; 12] = &*p.add(4).cast();
-                            let (scales, mins) = q4k_scales(packed);
+                            let p = block(r).cast::<BlockQ4K>();
+                            let d = f16(read_unaligned(addr_of!((*p).d)));
+                            let dmin = f16(read_unaligned(addr_of!((*p).dmin)));
+                            // Eight scales, then eight minimums, one per byte.
+                            let mut unpacked = [0u8; 16];
+                            _mm_storeu_si128(
+                                unpacked.as_mut_ptr().cast(),
+                                crate::gemv::x86::unpack_scales(&read_unaligned(addr_of!(
+                                    (*p).scales
+                                ))),
+                            );
                             for s in 0..8 {
-                                panel.scales[b * 8 + s][r] = d * scales[s] as f32;
-                                panel.offsets[b * 8 + s][r] = dmin * mins[s] as f32;
+                                panel.scales[b * 8 + s][r] = d * unpacked[s] as f32;
+                                panel.offsets[b * 8 + s][r] = dmin * unpacked[8 + s] as f32;
                             }
                         }
                         Kind::Q6K => {
-                            let d = f16(p.add(208));
-                            for s in 0..16 {
-                                let scale = d * (*p.add(192 + s) as i8) as f32;
+                            let p = block(r).cast::<BlockQ6K>();
+                            let d = f16(read_unaligned(addr_of!((*p).d)));
+                            let scales = read_unaligned(addr_of!((*p).scales));
+                            for (s, &scale) in scales.iter().enumerate() {
+                                let scale = d * scale as f32;
                                 panel.scales[b * 16 + s][r] = scale;
                                 panel.offsets[b * 16 + s][r] = 32.0 * scale;
                             }
@@ -244,22 +253,19 @@ mod x86 {
         }
     }
 
-    /// An f16 stored at `p` (any alignment), as f32.
-    #[inline(always)]
-    unsafe fn f16(p: *const u8) -> f32 {
-        unsafe {
-            let bits = std::ptr::read_unaligned(p.cast::<u16>());
-            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
-        }
+    /// f16 bits as f32.
+    fn f16(bits: u16) -> f32 {
+        half::f16::from_bits(bits).to_f32()
     }
 
     /// Values `64·part..64·part + 64` of a Q4_K block, one byte each (0..16).
     #[inline(always)]
     unsafe fn q4k_values(block: *const u8, part: usize) -> __m512i {
         unsafe {
-            // Bytes 16.. hold the values: each 32-byte run has 32 values in its low nibbles
-            // and the next 32 in its high ones.
-            let packed = _mm256_loadu_si256(block.add(16 + 32 * part).cast());
+            // Each 32-byte run of `qs` has 32 values in its low nibbles and the next 32 in its
+            // high ones.
+            let qs = addr_of!((*block.cast::<BlockQ4K>()).qs).cast::<u8>();
+            let packed = _mm256_loadu_si256(qs.add(32 * part).cast());
             let both = _mm512_inserti64x4::<1>(
                 _mm512_castsi256_si512(packed),
                 _mm256_srli_epi16::<4>(packed),
@@ -274,13 +280,14 @@ mod x86 {
     unsafe fn q6k_values(block: *const u8, part: usize) -> __m512i {
         unsafe {
             let (h, c) = (part / 2, part % 2);
-            let ql = _mm512_loadu_si512(block.add(64 * h).cast());
+            let block = block.cast::<BlockQ6K>();
+            let ql = _mm512_loadu_si512(addr_of!((*block).ql).cast::<u8>().add(64 * h).cast());
             let bits = if c == 0 {
                 ql
             } else {
                 _mm512_srli_epi16::<4>(ql)
             };
-            let qh = _mm256_loadu_si256(block.add(128 + 32 * h).cast());
+            let qh = _mm256_loadu_si256(addr_of!((*block).qh).cast::<u8>().add(32 * h).cast());
             let qh = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qh), qh);
             // Values 0..32 of the 64 take bits (4c), 32..64 bits (4c + 2), of qh.
             let shift = _mm512_inserti64x4::<1>(
@@ -293,23 +300,6 @@ mod x86 {
                 _mm512_slli_epi16::<4>(high),
             )
         }
-    }
-
-    /// The eight 6-bit scales and eight 6-bit minimums of a Q4_K block (ggml's
-    /// `get_scale_min_k4`).
-    fn q4k_scales(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-        let mut scales = [0u8; 8];
-        let mut mins = [0u8; 8];
-        for j in 0..8 {
-            if j < 4 {
-                scales[j] = q[j] & 63;
-                mins[j] = q[j + 4] & 63;
-            } else {
-                scales[j] = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
-                mins[j] = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-            }
-        }
-        (scales, mins)
     }
 
     /// Transposes a 16 × 16 matrix of 32-bit elements held one row per register.
