@@ -185,6 +185,37 @@ pub fn evidence(question: &str, sentence: &str, source: &str) -> Option<Range<us
     best.map(|(_, _, span)| span)
 }
 
+/// Which neighbouring sentence of a source an evidence sentence is read with ([`widen`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Neighbour {
+    /// The sentence alone.
+    None,
+    /// With the sentence before it.
+    Before,
+    /// With the sentence after it.
+    After,
+}
+
+/// `span` (a sentence of `source`, from [`evidence`]) extended over its `neighbour` sentence,
+/// when `source` has one on that side in the same line (a title or heading line above a
+/// paragraph, or another paragraph, is not read with it); `span` unchanged otherwise.
+pub fn widen(source: &str, span: Range<usize>, neighbour: Neighbour) -> Range<usize> {
+    let spans = sentence_spans(source);
+    let Some(i) = spans.iter().position(|s| *s == span) else {
+        return span;
+    };
+    let wider = match neighbour {
+        Neighbour::Before if i > 0 => spans[i - 1].start..span.end,
+        Neighbour::After if i + 1 < spans.len() => span.start..spans[i + 1].end,
+        _ => return span,
+    };
+    if source[wider.clone()].contains('\n') {
+        span
+    } else {
+        wider
+    }
+}
+
 /// Checks every sentence of `answer` to `question` against the sources: the share of the
 /// sentence's content words (markers aside) that a source contains. A marker standing alone
 /// after a sentence's full stop belongs to that sentence. Of the sources that state a
@@ -431,6 +462,44 @@ mod tests {
         let span = evidence("When was it painted?", "1932", source).unwrap();
         assert_eq!(&source[span], "It was painted in 1932 and in 1960.");
         assert_eq!(evidence("When?", "1850", source), None);
+    }
+
+    #[test]
+    fn evidence_widens_over_the_sentence_before_or_after_when_there_is_one() {
+        let source = "The bridge opened in 1932. It was painted in 1960. Trains cross it daily.";
+        let span = evidence("When was it painted?", "1960", source).unwrap();
+        let read = |n| &source[widen(source, span.clone(), n)];
+        assert_eq!(read(Neighbour::None), "It was painted in 1960.");
+        assert_eq!(
+            read(Neighbour::Before),
+            "The bridge opened in 1932. It was painted in 1960."
+        );
+        assert_eq!(
+            read(Neighbour::After),
+            "It was painted in 1960. Trains cross it daily."
+        );
+        let first = evidence("When did the bridge open?", "1932", source).unwrap();
+        assert_eq!(
+            &source[widen(source, first, Neighbour::Before)],
+            "The bridge opened in 1932."
+        );
+        let last = evidence("How often do trains cross?", "daily", source).unwrap();
+        assert_eq!(
+            &source[widen(source, last, Neighbour::After)],
+            "Trains cross it daily."
+        );
+
+        // A title line, or the next paragraph, is not read with the sentence.
+        let source = "Veltra Bridge\n\nThe bridge opened in 1932.\nTrains cross it daily.";
+        let span = evidence("When did the bridge open?", "1932", source).unwrap();
+        assert_eq!(
+            &source[widen(source, span.clone(), Neighbour::Before)],
+            "The bridge opened in 1932."
+        );
+        assert_eq!(
+            &source[widen(source, span, Neighbour::After)],
+            "The bridge opened in 1932."
+        );
     }
 
     #[test]
