@@ -817,11 +817,11 @@ impl Engine {
                 && let Some(min) = self.min_verification()
             {
                 // A cancelled request has no reader left: the check is not run for it.
+                let spans =
+                    evidence_spans(&question, &generation.text, &answer.sentences, &sources);
                 let views: Vec<String> = EVIDENCE_VIEWS
                     .iter()
-                    .map(|&n| {
-                        evidence_text(&question, &generation.text, &answer.sentences, &sources, n)
-                    })
+                    .map(|&n| evidence_text(&spans, n))
                     .collect();
                 let score =
                     blocking(move || check_score(&gen_for_check, &question, &views)).await?;
@@ -842,32 +842,41 @@ impl Engine {
 }
 
 /// The source sentences that state `answer`'s supported sentences: for each, the sentence of
-/// its first cited source that states the most of it ([`support::evidence`]), read with its
-/// `neighbour` ([`support::widen`]), each once, in order.
-fn evidence_text(
+/// its first cited source that states the most of it ([`support::evidence`]), as (source
+/// text, sentence span), in order.
+fn evidence_spans<'a>(
     question: &str,
     answer: &str,
     sentences: &[support::SentenceSupport],
-    sources: &[Hit],
+    sources: &'a [Hit],
+) -> Vec<(&'a str, std::ops::Range<usize>)> {
+    sentences
+        .iter()
+        .filter(|s| s.supported)
+        .filter_map(|s| {
+            let plain = citations::strip_markers(answer.get(s.span.clone()).unwrap_or_default());
+            let text = s
+                .cited
+                .first()
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| sources.get(i))
+                .map(|h| h.chunk.text.as_str())?;
+            support::evidence(question, &plain, text).map(|span| (text, span))
+        })
+        .collect()
+}
+
+/// The evidence as the check reads it: each of `spans` read with its `neighbour`
+/// ([`support::widen`]), each text once, in order.
+fn evidence_text(
+    spans: &[(&str, std::ops::Range<usize>)],
     neighbour: support::Neighbour,
 ) -> String {
     let mut picked: Vec<&str> = Vec::new();
-    for s in sentences.iter().filter(|s| s.supported) {
-        let plain = citations::strip_markers(answer.get(s.span.clone()).unwrap_or_default());
-        let Some(text) = s
-            .cited
-            .first()
-            .and_then(|n| n.checked_sub(1))
-            .and_then(|i| sources.get(i))
-            .map(|h| h.chunk.text.as_str())
-        else {
-            continue;
-        };
-        if let Some(span) = support::evidence(question, &plain, text) {
-            let sentence = &text[support::widen(text, span, neighbour)];
-            if !picked.contains(&sentence) {
-                picked.push(sentence);
-            }
+    for (text, span) in spans {
+        let sentence = &text[support::widen(text, span.clone(), neighbour)];
+        if !picked.contains(&sentence) {
+            picked.push(sentence);
         }
     }
     picked.join(" ")
