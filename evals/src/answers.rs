@@ -122,6 +122,9 @@ pub struct Outcome {
     /// The model's log-odds that the cited sentence answers the question, measured after
     /// answering; `None` when the check did not run.
     pub verification_log_odds: Option<f32>,
+    /// The evidence the answer check read, one text per view; empty when it did not run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub verification_evidence: Vec<String>,
     /// The model's log-probability of each token of its answer, markers included, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub token_logprobs: Vec<f32>,

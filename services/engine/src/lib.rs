@@ -209,6 +209,10 @@ pub struct Answer {
     /// answer ([`prompt::verify_messages`]), that it answers the question (what
     /// `min_verification` is compared with); `None` when the check did not run.
     pub verification_log_odds: Option<f32>,
+    /// The evidence the answer check read, one text per view of it (the sentences alone, with
+    /// the sentence before, with the sentence after), in the order scored; empty when the
+    /// check did not run.
+    pub verification_evidence: Vec<String>,
     /// The model's log-probability of each token it generated, in order (before temperature
     /// or top-p); empty when nothing was generated.
     pub token_logprobs: Vec<f32>,
@@ -823,9 +827,11 @@ impl Engine {
                     .iter()
                     .map(|&n| evidence_text(&spans, n))
                     .collect();
+                let scored = views.clone();
                 let score =
-                    blocking(move || check_score(&gen_for_check, &question, &views)).await?;
+                    blocking(move || check_score(&gen_for_check, &question, &scored)).await?;
                 answer.verification_log_odds = Some(score);
+                answer.verification_evidence = views;
                 if score < min {
                     answer.abstained = Some(format!(
                         "the model, shown the cited sentence that states the answer, judged that \

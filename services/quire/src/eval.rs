@@ -731,6 +731,7 @@ fn outcome(q: &Sampled, answer: &Answer, total_ms: f64) -> answers::Outcome {
         best_similarity: answer.best_similarity,
         no_answer_probability: answer.no_answer_probability,
         verification_log_odds: answer.verification_log_odds,
+        verification_evidence: answer.verification_evidence.clone(),
         token_logprobs: answer.token_logprobs.clone(),
         sentences: answer.sentences.len(),
         supported_sentences: answer.sentences.iter().filter(|s| s.supported).count(),
