@@ -827,9 +827,10 @@ impl Engine {
                     .iter()
                     .map(|&n| evidence_text(&spans, n))
                     .collect();
-                let scored = views.clone();
-                let score =
-                    blocking(move || check_score(&gen_for_check, &question, &scored)).await?;
+                let (score, views) = blocking(move || {
+                    check_score(&gen_for_check, &question, &views).map(|score| (score, views))
+                })
+                .await?;
                 answer.verification_log_odds = Some(score);
                 answer.verification_evidence = views;
                 if score < min {
