@@ -823,22 +823,31 @@ impl Engine {
                 // A cancelled request has no reader left: the check is not run for it.
                 let spans =
                     evidence_spans(&question, &generation.text, &answer.sentences, &sources);
-                let views: Vec<String> = EVIDENCE_VIEWS
-                    .iter()
-                    .map(|&n| evidence_text(&spans, n))
-                    .collect();
-                let (score, views) = blocking(move || {
-                    check_score(&gen_for_check, &question, &views).map(|score| (score, views))
-                })
-                .await?;
-                answer.verification_log_odds = Some(score);
-                answer.verification_evidence = views;
-                if score < min {
-                    answer.abstained = Some(format!(
-                        "the model, shown the cited sentence that states the answer, judged that \
-                         it does not answer this question (log-odds {score:.2} of yes; threshold \
-                         {min:.2})"
-                    ));
+                if spans.is_empty() {
+                    // Nothing to show the check: an empty evidence text would be judged instead.
+                    answer.abstained = Some(
+                        "the answer could not be checked: no sentence of its cited source \
+                         states it"
+                            .into(),
+                    );
+                } else {
+                    let views: Vec<String> = EVIDENCE_VIEWS
+                        .iter()
+                        .map(|&n| evidence_text(&spans, n))
+                        .collect();
+                    let (score, views) = blocking(move || {
+                        check_score(&gen_for_check, &question, &views).map(|score| (score, views))
+                    })
+                    .await?;
+                    answer.verification_log_odds = Some(score);
+                    answer.verification_evidence = views;
+                    if score < min {
+                        answer.abstained = Some(format!(
+                            "the model, shown the cited sentence that states the answer, judged \
+                             that it does not answer this question (log-odds {score:.2} of yes; \
+                             threshold {min:.2})"
+                        ));
+                    }
                 }
             }
         }

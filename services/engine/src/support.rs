@@ -165,16 +165,33 @@ pub fn question_context(question: &str, sentence: &str, source: &str, min: f32) 
 
 /// The sentence of `source` that best states `sentence`: the most of its content words (see
 /// [`support`]), ties to the one with the most of `question`'s content words, then the first.
-/// `None` when no sentence of `source` holds any of it.
+/// When no single sentence holds any of it, as for a short answer that the source's sentence
+/// split cuts in two ("St. Ia" read as "…St." and "Ia…"), two consecutive sentences are
+/// searched the same way. `None` when no such window of `source` holds any of it.
 pub fn evidence(question: &str, sentence: &str, source: &str) -> Option<Range<usize>> {
     let asked = content_words(question);
+    let spans = sentence_spans(source);
+    let pairs = spans.windows(2).map(|w| w[0].start..w[1].end);
+    best_window(&asked, sentence, source, spans.iter().cloned())
+        .or_else(|| best_window(&asked, sentence, source, pairs))
+}
+
+/// Of `windows` (byte ranges of `source`), the one that states the most of `sentence`, ties
+/// to the most of `asked` (content words of the question), then the first; `None` when none
+/// states any of it.
+fn best_window(
+    asked: &[String],
+    sentence: &str,
+    source: &str,
+    windows: impl Iterator<Item = Range<usize>>,
+) -> Option<Range<usize>> {
     let mut best: Option<(f32, usize, Range<usize>)> = None;
-    for span in sentence_spans(source) {
+    for span in windows {
         let score = support(sentence, &source[span.clone()]);
         if score == 0.0 {
             continue;
         }
-        let context = found_in(&asked, &source[span.clone()]);
+        let context = found_in(asked, &source[span.clone()]);
         if best
             .as_ref()
             .is_none_or(|(s, c, _)| score > *s || (score == *s && context > *c))
@@ -462,6 +479,15 @@ mod tests {
         let span = evidence("When was it painted?", "1932", source).unwrap();
         assert_eq!(&source[span], "It was painted in 1932 and in 1960.");
         assert_eq!(evidence("When?", "1850", source), None);
+    }
+
+    #[test]
+    fn evidence_spans_two_sentences_when_the_split_cuts_a_short_answer() {
+        let source = "The chapel of St. Ia stands on the cliff. It was built in 1520.";
+        let question = "Which saint is the chapel named after?";
+        let span = evidence(question, "St. Ia", source).unwrap();
+        assert_eq!(&source[span], "The chapel of St. Ia stands on the cliff.");
+        assert_eq!(evidence(question, "St. Ives", source), None);
     }
 
     #[test]
