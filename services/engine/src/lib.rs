@@ -823,38 +823,47 @@ impl Engine {
                 // A cancelled request has no reader left: the check is not run for it.
                 let spans =
                     evidence_spans(&question, &generation.text, &answer.sentences, &sources);
-                if spans.is_empty() {
-                    // Nothing to show the check: an empty evidence text would be judged instead.
-                    answer.abstained = Some(
-                        "the answer could not be checked: no sentence of its cited source \
-                         states it"
-                            .into(),
-                    );
-                } else {
-                    let views: Vec<String> = EVIDENCE_VIEWS
-                        .iter()
-                        .map(|&n| evidence_text(&spans, n))
-                        .collect();
-                    let (score, views) = blocking(move || {
-                        check_score(&gen_for_check, &question, &views).map(|score| (score, views))
-                    })
-                    .await?;
-                    answer.verification_log_odds = Some(score);
-                    answer.verification_evidence = views;
-                    if score < min {
-                        answer.abstained = Some(format!(
-                            "the model, shown the cited sentence that states the answer, judged \
-                             that it does not answer this question (log-odds {score:.2} of yes; \
-                             threshold {min:.2})"
-                        ));
-                    }
-                }
+                check_answer(gen_for_check, question, &spans, min, &mut answer).await?;
             }
         }
         answer.text = generation.text;
         answer.sources = sources;
         Ok(answer)
     }
+}
+
+/// Runs the answer check on the evidence `spans` ([`evidence_spans`]) and records it in
+/// `answer`: the score and the views read, and an abstention when the score is below `min`.
+/// With no evidence it abstains without a model pass, rather than have an empty text judged.
+async fn check_answer(
+    generator: Arc<Generator>,
+    question: String,
+    spans: &[(&str, std::ops::Range<usize>)],
+    min: f32,
+    answer: &mut Answer,
+) -> Result<()> {
+    if spans.is_empty() {
+        answer.abstained = Some(
+            "the answer could not be checked: no sentence of its cited source states it".into(),
+        );
+        return Ok(());
+    }
+    let views: Vec<String> = EVIDENCE_VIEWS
+        .iter()
+        .map(|&n| evidence_text(spans, n))
+        .collect();
+    let (score, views) =
+        blocking(move || check_score(&generator, &question, &views).map(|score| (score, views)))
+            .await?;
+    answer.verification_log_odds = Some(score);
+    answer.verification_evidence = views;
+    if score < min {
+        answer.abstained = Some(format!(
+            "the model, shown the cited sentence that states the answer, judged that it does \
+             not answer this question (log-odds {score:.2} of yes; threshold {min:.2})"
+        ));
+    }
+    Ok(())
 }
 
 /// The source sentences that state `answer`'s supported sentences: for each, the sentence of
