@@ -63,6 +63,8 @@ impl Error {
                 _ => ErrorKind::Internal,
             },
             Error::Model(ModelError::ModelMissing { .. }) => ErrorKind::FailedPrecondition,
+            // The request's text (question, query) does not fit the model's context.
+            Error::Model(ModelError::ContextOverflow { .. }) => ErrorKind::InvalidArgument,
             Error::Model(_) | Error::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -97,6 +99,7 @@ impl Error {
             },
             Error::DocumentTimeLimit { .. } => "time_limit",
             Error::Model(ModelError::ModelMissing { .. }) => "model_missing",
+            Error::Model(ModelError::ContextOverflow { .. }) => "context_overflow",
             Error::Model(_) => "model_error",
             Error::Internal(_) => "internal",
         }

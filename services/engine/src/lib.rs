@@ -14,7 +14,8 @@ pub mod packing;
 pub mod prompt;
 pub mod support;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use quire_index::{
@@ -25,7 +26,7 @@ pub use quire_index::{Filter, MetaCondition, MetaValue, Metadata};
 use quire_ingest::{Chunker, ChunkerConfig, Limits, MediaType};
 use quire_models::{Embedder, GenerationParams, Generator, LlmChoice, ReplyProbe, StopReason};
 use sha2::{Digest, Sha256};
-use tokio::sync::{OnceCell, Semaphore, mpsc};
+use tokio::sync::{OnceCell, OwnedMutexGuard, Semaphore, mpsc};
 use tracing::{debug, info};
 
 pub use config::{EngineConfig, RetrievalMode};
@@ -35,6 +36,10 @@ pub use error::{Error, ErrorKind, Result};
 pub const DEFAULT_COLLECTION: &str = "default";
 /// Most sources `Ask` gives the model.
 pub const MAX_ASK_SOURCES: usize = 20;
+
+/// Longest query or question accepted, in bytes: far above any question, and well inside the
+/// smallest model context with room for sources.
+pub const MAX_QUERY_BYTES: usize = 8 * 1024;
 const MAX_DOCUMENT_ID_BYTES: usize = 512;
 
 /// A document as received from a client.
@@ -241,7 +246,43 @@ pub struct Engine {
     limits: Limits,
     llm: LlmChoice,
     generator: OnceCell<Arc<Generator>>,
-    cpu: Semaphore,
+    /// Parse-and-embed slots (`ingest_workers`), held until that work ends.
+    cpu: Arc<Semaphore>,
+    /// One lock per document being ingested, by (collection, id); see [`Engine::ingest`].
+    documents: DocumentLocks,
+}
+
+/// Locks keyed by (collection, document id), created on demand and dropped with their last
+/// holder or waiter.
+#[derive(Default)]
+struct DocumentLocks(std::sync::Mutex<HashMap<DocumentKey, Weak<tokio::sync::Mutex<()>>>>);
+
+/// (collection, document id).
+type DocumentKey = (String, String);
+
+impl DocumentLocks {
+    /// Waits for the document's lock. Waiters get it in the order they first polled.
+    async fn lock(&self, collection: &str, id: &str) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let key = (collection.to_string(), id.to_string());
+            match map.get(&key).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    if map.len() >= 1024 {
+                        map.retain(|_, w| w.strong_count() > 0);
+                    }
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    map.insert(key, Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
 }
 
 impl Engine {
@@ -308,7 +349,8 @@ impl Engine {
         };
         info!(data_dir = %config.data_dir.display(), embedder = embedder.model_id(), "engine open");
         Ok(Engine {
-            cpu: Semaphore::new(config.ingest_workers.max(1)),
+            cpu: Arc::new(Semaphore::new(config.ingest_workers.max(1))),
+            documents: DocumentLocks::default(),
             config,
             index,
             embedder: Arc::new(embedder),
@@ -438,8 +480,13 @@ impl Engine {
     /// The collection is created if missing. A document whose bytes hash to the stored version
     /// is reported [`IngestStatus::Unchanged`] without being parsed. When this returns `Ok`, the
     /// document is durable and visible in both stores; on `Err`, nothing of it was written.
+    ///
+    /// Ingests of one document run one at a time, in the order their futures were first
+    /// polled (an ingest stream's order), so the last one sent is the version kept. Once the
+    /// write to the stores has begun it runs to its end even if this future is dropped.
     pub async fn ingest(&self, collection: &str, doc: IncomingDocument) -> Result<IngestOutcome> {
         let collection = collection_name(collection);
+        let _document = self.documents.lock(collection, &doc.id).await;
         validate_document_id(&doc.id)?;
         quire_index::metadata::validate_metadata(&doc.metadata)?;
         let media: MediaType = doc.media_type.parse()?;
@@ -469,9 +516,12 @@ impl Engine {
         }
 
         let queued = Instant::now();
-        let _permit = self
+        // Moved into the blocking work below, so the slot stays taken until that work ends
+        // even if this request is cancelled meanwhile.
+        let permit = self
             .cpu
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| Error::Internal("engine is shutting down".into()))?;
         let timings = StageTimings {
@@ -487,6 +537,7 @@ impl Engine {
         let content = doc.content;
         let limit_ms = self.config.max_document_ms;
         let (loaded_title, encoding, chunks, t) = blocking(move || {
+            let _permit = permit;
             let mut t = timings;
             let clock = Instant::now();
             let deadline = clock + Duration::from_millis(limit_ms);
@@ -524,7 +575,6 @@ impl Engine {
             Ok((loaded.title, loaded.encoding, chunks, t))
         })
         .await?;
-        drop(_permit);
         let mut timings = t;
 
         let new_doc = NewDocument {
@@ -681,6 +731,12 @@ impl Engine {
         if text.trim().is_empty() {
             return Err(Error::InvalidArgument("the query is empty".into()));
         }
+        if text.len() > MAX_QUERY_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "the query is {} bytes long; at most {MAX_QUERY_BYTES} are accepted",
+                text.len()
+            )));
+        }
         self.index
             .check_collection(collection, &self.spec())
             .await?;
@@ -709,13 +765,16 @@ impl Engine {
 
     /// Answers a question from the collection, or abstains.
     ///
-    /// Each text delta is sent to `deltas` as it is generated; when that receiver is dropped,
-    /// generation stops early. Citations in the returned answer name only sources the model
-    /// was given.
+    /// Each text delta is sent to `deltas` as it is generated, without waiting for the
+    /// receiver (a slow reader never holds the model); when that receiver is dropped,
+    /// generation stops at the next token and the answer check is not run. A caller that
+    /// wants no deltas but wants a cancelled request to stop generating passes a sender and
+    /// keeps its receiver for as long as it waits. Citations in the returned answer name only
+    /// sources the model was given.
     pub async fn ask(
         &self,
         query: &AskQuery,
-        deltas: Option<mpsc::Sender<String>>,
+        deltas: Option<mpsc::UnboundedSender<String>>,
     ) -> Result<Answer> {
         let started = Instant::now();
         let top_k = match query.top_k {
@@ -766,15 +825,16 @@ impl Engine {
         let question = query.question.clone();
         let gen_for_task = generator.clone();
         let gen_for_check = generator.clone();
+        let asked = question.clone();
         let (sources, blocks) = blocking(move || {
             let passages = packing::merge_overlapping(relevant);
-            pack_sources(&gen_for_task, passages, params.max_tokens)
+            pack_sources(&gen_for_task, &asked, passages, params.max_tokens)
         })
         .await?;
         let messages = prompt::messages(&question, &blocks, self.config.answer_style);
         let generation = blocking(move || {
             let mut on_token = |piece: &str| match &deltas {
-                Some(tx) => tx.blocking_send(piece.to_string()).is_ok(),
+                Some(tx) => tx.send(piece.to_string()).is_ok(),
                 None => true,
             };
             generator
@@ -997,17 +1057,19 @@ fn is_relevant(hit: &Hit, min: f32) -> bool {
     }
 }
 
-/// Numbers the sources and keeps as many as fit the generator's context next to the answer.
+/// Numbers the sources and keeps as many as fit the generator's context next to the
+/// question and the answer.
 fn pack_sources(
     generator: &Generator,
+    question: &str,
     hits: Vec<Hit>,
     max_tokens: usize,
 ) -> Result<(Vec<Hit>, Vec<String>)> {
-    // Room for the system prompt, the question and the chat template.
+    // Room for the system prompt, the worked examples and the chat template.
     const RESERVED: usize = 512;
     let budget = generator
         .context_length()
-        .saturating_sub(max_tokens + RESERVED);
+        .saturating_sub(max_tokens + RESERVED + generator.count_tokens(question)?);
     let (mut used, mut sources, mut blocks) = (0, Vec::new(), Vec::new());
     for hit in hits {
         let block = prompt::format_source(sources.len() + 1, &hit);

@@ -48,12 +48,28 @@ impl Collection {
 /// The catalog plus both stores of one data directory.
 ///
 /// All methods are safe to call concurrently. Writes to one collection are serialised;
-/// retrieval runs alongside them and sees only committed document versions.
+/// retrieval runs alongside them and sees only committed document versions. A clone shares
+/// the same stores.
+#[derive(Clone)]
 pub struct Index {
     data_dir: PathBuf,
     catalog: Arc<Catalog>,
     vectors: Arc<dyn VectorStore>,
-    collections: RwLock<HashMap<String, Arc<Collection>>>,
+    collections: Arc<RwLock<HashMap<String, Arc<Collection>>>>,
+}
+
+/// Runs a write on its own task and waits for it. A write runs to its end even when the
+/// caller stops waiting (a request cancelled by its client or its deadline): stopped
+/// halfway, it would leave a half-written version or stray chunks for recovery at the next
+/// open.
+async fn to_completion<T, F>(write: F) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(write)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
 }
 
 fn now_unix() -> i64 {
@@ -128,7 +144,7 @@ impl Index {
             data_dir: data_dir.to_path_buf(),
             catalog: Arc::new(catalog),
             vectors,
-            collections: RwLock::new(HashMap::new()),
+            collections: Arc::new(RwLock::new(HashMap::new())),
         };
         index.load_collections().await?;
         index.remove_orphans().await?;
@@ -402,8 +418,15 @@ impl Index {
     }
 
     /// Deletes the collection: its catalog entries first (atomically), then both stores'
-    /// directories. Waits for in-flight writes to the collection.
+    /// directories. Waits for in-flight writes to the collection. Once called, it runs to its
+    /// end even if the returned future is dropped.
     pub async fn delete_collection(&self, name: &str) -> Result<()> {
+        let (index, name) = (self.clone(), name.to_string());
+        to_completion(async move { index.remove_collection(&name).await }).await
+    }
+
+    /// [`Index::delete_collection`], on the caller's task.
+    async fn remove_collection(&self, name: &str) -> Result<()> {
         let mut map = self.collections.write().await;
         let coll = map
             .remove(name)
@@ -450,7 +473,19 @@ impl Index {
     /// this returns `Ok`, the new version is durable in both stores and the catalog, and
     /// retrieval returns only its chunks. Until then retrieval returns only the old
     /// version's. On error the write is rolled back. Writes to one collection are serialised.
+    /// Once called, the write runs to its end even if the returned future is dropped.
     pub async fn put_document(
+        &self,
+        collection: &str,
+        doc: NewDocument,
+        chunks: Vec<NewChunk>,
+    ) -> Result<PutOutcome> {
+        let (index, collection) = (self.clone(), collection.to_string());
+        to_completion(async move { index.write_document(&collection, doc, chunks).await }).await
+    }
+
+    /// [`Index::put_document`], on the caller's task.
+    async fn write_document(
         &self,
         collection: &str,
         doc: NewDocument,
@@ -635,8 +670,19 @@ impl Index {
     }
 
     /// Deletes documents from both stores and the catalog; durable on return. Returns,
-    /// for each requested id in order, whether it existed.
+    /// for each requested id in order, whether it existed. Once called, the deletion runs to
+    /// its end even if the returned future is dropped.
     pub async fn delete_documents(
+        &self,
+        collection: &str,
+        ids: &[String],
+    ) -> Result<Vec<(String, bool)>> {
+        let (index, collection, ids) = (self.clone(), collection.to_string(), ids.to_vec());
+        to_completion(async move { index.remove_documents(&collection, &ids).await }).await
+    }
+
+    /// [`Index::delete_documents`], on the caller's task.
+    async fn remove_documents(
         &self,
         collection: &str,
         ids: &[String],
@@ -1121,6 +1167,36 @@ mod tests {
         hits.into_iter().map(|h| h.chunk.text).collect()
     }
 
+    /// Replaces document `d` of collection `c` with v2 (hash h2, one "narwhal horn" chunk)
+    /// up to and including the switch, leaving the old version's chunks as garbage in both
+    /// stores, as a crash or a failed collection right after the switch would.
+    async fn switch_leaving_garbage(index: &Index) {
+        let old = index.catalog.document("c", "d").unwrap().unwrap();
+        let coll = index.get("c").await.unwrap();
+        let ids = vec![chunk_id("c", "d", 0, "h2")];
+        index
+            .write_chunks(
+                &coll,
+                &new_doc("d", "h2"),
+                &ids,
+                vec![new_chunk(0, "narwhal horn", [0.0, 1.0])],
+            )
+            .await
+            .unwrap();
+        let switched = DocRecord {
+            content_hash: "h2".into(),
+            version: 2,
+            chunk_ids: ids,
+            chunk_count: 1,
+            garbage: old.chunk_ids.clone(),
+            ..old
+        };
+        index
+            .catalog
+            .put_documents("c", &[("d", &switched)])
+            .unwrap();
+    }
+
     /// An index in `dir` with collection `c` holding document `id` (v1, hash h1, one chunk).
     async fn with_walrus(dir: &Path, id: &str) -> Index {
         let index = Index::open(dir).await.unwrap();
@@ -1204,33 +1280,9 @@ mod tests {
                 .put_document("c", new_doc("d", "h1"), v1)
                 .await
                 .unwrap();
-            let old = index.catalog.document("c", "d").unwrap().unwrap();
             // Replay put_document for v2 up to the switch, then "crash" before the old
             // chunks are deleted.
-            let coll = index.get("c").await.unwrap();
-            let doc = new_doc("d", "h2");
-            let ids = vec![chunk_id("c", "d", 0, "h2")];
-            index
-                .write_chunks(
-                    &coll,
-                    &doc,
-                    &ids,
-                    vec![new_chunk(0, "narwhal horn", [0.0, 1.0])],
-                )
-                .await
-                .unwrap();
-            let switched = DocRecord {
-                content_hash: "h2".into(),
-                version: 2,
-                chunk_ids: ids,
-                chunk_count: 1,
-                garbage: old.chunk_ids.clone(),
-                ..old
-            };
-            index
-                .catalog
-                .put_documents("c", &[("d", &switched)])
-                .unwrap();
+            switch_leaving_garbage(&index).await;
             assert!(!index.check("c").await.unwrap().is_consistent());
             // Only the new version is visible, even before recovery.
             assert_eq!(
@@ -1247,6 +1299,40 @@ mod tests {
         );
         let rec = index.catalog.document("c", "d").unwrap().unwrap();
         assert_eq!((rec.version, rec.garbage.len()), (2, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn going_back_to_a_version_whose_chunks_await_collection_keeps_one_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).await.unwrap();
+        index.create_collection("c", spec()).await.unwrap();
+        let v1 = || {
+            vec![
+                new_chunk(0, "walrus tusks", [1.0, 0.0]),
+                new_chunk(1, "walrus diet", [1.0, 0.0]),
+            ]
+        };
+        index
+            .put_document("c", new_doc("d", "h1"), v1())
+            .await
+            .unwrap();
+        // v2 is committed but v1's chunks were not collected (as when the collection
+        // failed): they are still in both stores.
+        switch_leaving_garbage(&index).await;
+        // Back to v1's content: its chunk ids are v1's, still stored.
+        index
+            .put_document("c", new_doc("d", "h1"), v1())
+            .await
+            .unwrap();
+        let check = index.check("c").await.unwrap();
+        assert!(check.is_consistent(), "{check:?}");
+        assert_eq!(
+            (check.documents, check.vector_points, check.lexical_chunks),
+            (1, 2, 2)
+        );
+        let mut texts = visible_texts(&index, "walrus narwhal").await;
+        texts.sort();
+        assert_eq!(texts, vec!["walrus diet", "walrus tusks"]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,7 +146,10 @@ impl LexicalIndex {
         f(&mut guard)
     }
 
-    /// Buffers the chunks for indexing; visible after [`commit`](Self::commit).
+    /// Buffers the chunks for indexing, each replacing any stored chunk with its id (Tantivy
+    /// has no primary key: a chunk written again, as when a document goes back to an earlier
+    /// version whose chunks were not yet collected, would otherwise be indexed twice). Visible
+    /// after [`commit`](Self::commit).
     pub fn add_chunks(&self, chunks: &[LexicalChunk]) -> Result<()> {
         let f = self.fields;
         self.with_writer(|w| {
@@ -155,6 +158,8 @@ impl LexicalIndex {
                 indexed_text,
             } in chunks
             {
+                // A delete applies to documents added before it, so the add below survives.
+                w.delete_term(Term::from_field_text(f.chunk_id, &c.id.to_string()));
                 let mut doc = TantivyDocument::default();
                 doc.add_text(f.chunk_id, c.id.to_string());
                 doc.add_text(f.document_id, &c.document_id);

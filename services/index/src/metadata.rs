@@ -110,7 +110,8 @@ pub fn validate_metadata(meta: &Metadata) -> Result<()> {
 }
 
 /// Checks a filter's conditions: valid keys and values, at least one value in `AnyOf`,
-/// non-NaN range bounds.
+/// finite range bounds (stored numbers are finite, and the vector store reads an infinite
+/// bound as no bound while the BM25 side would match nothing).
 pub fn validate_conditions(conditions: &[MetaCondition]) -> Result<()> {
     if conditions.len() > MAX_CONDITIONS {
         return Err(invalid(format!(
@@ -132,10 +133,11 @@ pub fn validate_conditions(conditions: &[MetaCondition]) -> Result<()> {
                 }
             }
             MetaCondition::Range { key, lower, upper } => {
-                let nan = |b: &Bound<f64>| matches!(b, Bound::Included(x) | Bound::Excluded(x) if x.is_nan());
-                if nan(lower) || nan(upper) {
+                let bad = |b: &Bound<f64>| matches!(b, Bound::Included(x) | Bound::Excluded(x) if !x.is_finite());
+                if bad(lower) || bad(upper) {
                     return Err(invalid(format!(
-                        "metadata `{key}`: range bounds must be numbers"
+                        "metadata `{key}`: range bounds must be finite numbers (leave a side \
+                         unset for no bound)"
                     )));
                 }
                 if matches!((lower, upper), (Bound::Unbounded, Bound::Unbounded)) {
@@ -269,6 +271,25 @@ pub fn qdrant_condition(condition: &MetaCondition) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn range_bounds_must_be_finite() {
+        let range = |lower, upper| MetaCondition::Range {
+            key: "year".into(),
+            lower,
+            upper,
+        };
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            for c in [
+                range(Bound::Included(bad), Bound::Unbounded),
+                range(Bound::Unbounded, Bound::Excluded(bad)),
+            ] {
+                let err = validate_conditions(&[c]).unwrap_err();
+                assert!(err.to_string().contains("finite"), "{err}");
+            }
+        }
+        assert!(validate_conditions(&[range(Bound::Included(2020.0), Bound::Unbounded)]).is_ok());
+    }
 
     #[test]
     fn sortable_bits_preserve_numeric_order() {

@@ -297,9 +297,12 @@ impl QueryService for QueryApi {
         request: Request<pb::AskRequest>,
     ) -> Result<Response<pb::AskResponse>, Status> {
         let query = ask_query(request.into_inner())?;
+        // Dropped with this future when the client cancels or its deadline passes, which
+        // stops generation (the deltas themselves are not used).
+        let (alive, _watch) = mpsc::unbounded_channel::<String>();
         let answer = self
             .engine
-            .ask(&query, None)
+            .ask(&query, Some(alive))
             .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(convert::answer(answer)))
@@ -316,7 +319,9 @@ impl QueryService for QueryApi {
         let engine = self.engine.clone();
         let (out_tx, out_rx) = mpsc::channel(64);
         tokio::spawn(async move {
-            let (delta_tx, mut delta_rx) = mpsc::channel::<String>(64);
+            // Unbounded, so generation never waits for this client (it holds the model);
+            // at most `max_tokens` deltas can queue.
+            let (delta_tx, mut delta_rx) = mpsc::unbounded_channel::<String>();
             let ask = tokio::spawn(async move { engine.ask(&query, Some(delta_tx)).await });
             while let Some(delta) = delta_rx.recv().await {
                 let event = pb::AskStreamEvent {

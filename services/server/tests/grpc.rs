@@ -833,8 +833,139 @@ async fn bad_input_gets_invalid_argument_and_the_server_keeps_serving() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
+    // Over-long questions and queries are the client's mistake, with a reason.
+    let long = "Who won the chess tournament in Voss? ".repeat(300);
+    let err = server
+        .query_client()
+        .await
+        .retrieve(pb::RetrieveRequest {
+            collection: "test".into(),
+            query: long.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("bytes"), "{}", err.message());
+    let err = server
+        .query_client()
+        .await
+        .ask(pb::AskRequest {
+            collection: "test".into(),
+            question: long,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
     let hits = retrieve(&mut server.query_client().await, "chess tournament winner").await;
     assert_eq!(hits[0].document_id, "chess.txt");
+    server.stop().await;
+}
+
+/// A client that stops waiting (its deadline passes) stops the generation it asked for: the
+/// model, which serves one request at a time, is free for the next question at once. Three
+/// cancelled requests for 4,096 sampled tokens each would otherwise hold it for minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_ask_stops_generating_and_frees_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    ingest_corpus(&mut server.ingest_client().await).await;
+    server.engine.load_generator().await.unwrap();
+    let long = |seed| {
+        let mut request = tonic::Request::new(pb::AskRequest {
+            collection: "test".into(),
+            question: "Tell the whole history of the Halvard Open chess tournament, at length."
+                .into(),
+            generation: Some(pb::GenerationOptions {
+                max_tokens: Some(4096),
+                temperature: Some(2.0),
+                seed: Some(seed),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        request.set_timeout(std::time::Duration::from_secs(3));
+        request
+    };
+    let mut cancelled = Vec::new();
+    for seed in 1..=3 {
+        let mut client = server.query_client().await;
+        let request = long(seed);
+        cancelled.push(tokio::spawn(async move { client.ask(request).await }));
+    }
+    for task in cancelled {
+        let err = task.await.unwrap().expect_err("the deadline passes first");
+        assert!(
+            matches!(err.code(), Code::Cancelled | Code::DeadlineExceeded),
+            "{err:?}"
+        );
+    }
+    let started = std::time::Instant::now();
+    let answer = server
+        .query_client()
+        .await
+        .ask(pb::AskRequest {
+            collection: "test".into(),
+            question: "Who won the 2019 Halvard Open?".into(),
+            generation: Some(pb::GenerationOptions {
+                max_tokens: Some(24),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let waited = started.elapsed();
+    assert!(!answer.answer.is_empty() || answer.abstained, "{answer:?}");
+    // Generous: the answer itself takes a few seconds; the cancelled generations would
+    // take minutes.
+    assert!(
+        waited < std::time::Duration::from_secs(90),
+        "the next question waited {waited:?}"
+    );
+    server.stop().await;
+}
+
+/// Two versions of one document in one ingest stream: the one sent last is the one kept,
+/// even when the first takes longer to embed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_stream_keeps_the_last_version_sent_of_a_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut ingest = server.ingest_client().await;
+    let long: String = (0..400)
+        .map(|i| format!("Paragraph {i} of the first draft describes the harbour of Lunde. "))
+        .collect();
+    let short = "The final version: the harbour of Lunde was closed in 1988.";
+    let requests = vec![
+        doc("harbour.txt", "text/plain", long),
+        doc("harbour.txt", "text/plain", short),
+    ];
+    let mut stream = ingest
+        .ingest_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut results = Vec::new();
+    while let Some(r) = stream.message().await.unwrap() {
+        results.push(r);
+    }
+    use pb::document_result::Status as S;
+    let statuses: Vec<_> = results.iter().map(|r| (r.status, r.version)).collect();
+    assert_eq!(
+        statuses,
+        vec![(S::Created as i32, 1), (S::Replaced as i32, 2)]
+    );
+    let docs = list_test_documents(&mut ingest).await;
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0].version, 2);
+    assert_eq!(docs[0].content_hash, results[1].content_hash);
+    let hits = retrieve(&mut server.query_client().await, "harbour of Lunde").await;
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert!(hits[0].text.contains("closed in 1988"), "{hits:?}");
     server.stop().await;
 }
 
