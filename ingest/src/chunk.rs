@@ -49,10 +49,21 @@ pub struct Chunk {
 #[derive(Clone)]
 struct TokenCounter(Arc<Tokenizer>);
 
+/// A piece counts as at least one token per this many bytes. The tokenizer maps a word of
+/// over 100 characters to one [UNK] token, so a run of letters with no break would otherwise
+/// fit any number of bytes in one chunk (and in the LLM's context and the BM25 index). Prose,
+/// at 3 to 6 bytes a token, never reaches it.
+pub const MAX_BYTES_PER_TOKEN: usize = 16;
+
+/// `tokens`, or more for a piece of more than [`MAX_BYTES_PER_TOKEN`] bytes per token.
+fn bounded(tokens: usize, chunk: &str) -> usize {
+    tokens.max(chunk.len().div_ceil(MAX_BYTES_PER_TOKEN))
+}
+
 impl ChunkSizer for TokenCounter {
     fn size(&self, chunk: &str) -> usize {
         match self.0.encode_fast(chunk, false) {
-            Ok(encoding) => encoding.len(),
+            Ok(encoding) => bounded(encoding.len(), chunk),
             // Never panic on text the tokenizer rejects: bytes bound the token
             // count of any tokenizer with at least one byte per token.
             Err(_) => chunk.len(),
@@ -121,7 +132,7 @@ impl ChunkSizer for DocTokens {
         // Tokens ending after the piece starts, minus those starting at or after its end.
         let before = self.ends.partition_point(|&e| e <= at);
         let upto = self.starts.partition_point(|&s| s < end);
-        upto.saturating_sub(before)
+        bounded(upto.saturating_sub(before), chunk)
     }
 }
 

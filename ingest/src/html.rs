@@ -10,6 +10,9 @@ use crate::{Document, Error, Heading};
 /// below this (500k tags at depth 40 is 20M).
 const MAX_PARSE_WORK: u64 = 100_000_000;
 
+/// The namespace of HTML elements, as the parser assigns it.
+const HTML_NAMESPACE: &str = "http://www.w3.org/1999/xhtml";
+
 /// Elements that never hold children.
 const VOID: &[&str] = &[
     "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
@@ -108,11 +111,12 @@ pub(crate) fn load(src: &str) -> Result<Document, Error> {
         }
     }
 
+    // The page's own <title>, not an SVG icon's (same local name, SVG namespace).
     let title = html
         .tree
         .nodes()
         .filter_map(ElementRef::wrap)
-        .find(|e| e.value().name() == "title")
+        .find(|e| e.value().name() == "title" && &*e.value().name.ns == HTML_NAMESPACE)
         .map(|e| collapse(&e.text().collect::<String>()))
         .filter(|t| !t.is_empty())
         .or(w.first_h1);
@@ -128,8 +132,15 @@ pub(crate) fn load(src: &str) -> Result<Document, Error> {
 /// Sum over start tags of the approximate nesting depth at that tag, from a
 /// linear scan of the markup (comments and raw-text elements skipped,
 /// quoted attribute values respected). Saturates rather than overflowing.
+///
+/// The depth follows the parser: an end tag closes the innermost open element
+/// of its name and those inside it, and one that matches no open element is
+/// ignored; `<div/>` opens a `div` like `<div>` (the slash only closes void
+/// elements and SVG/MathML ones, which this counts as open: an overestimate).
 fn estimated_parse_work(src: &[u8]) -> u64 {
-    let mut depth: u64 = 0;
+    let mut open: Vec<String> = Vec::new();
+    // How many of each name are open, so an end tag that matches none costs no scan.
+    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut work: u64 = 0;
     let mut i = 0;
     while let Some(off) = memchr(b'<', src.get(i..).unwrap_or_default()) {
@@ -159,19 +170,27 @@ fn estimated_parse_work(src: &[u8]) -> u64 {
         i += tag_end;
         let neutral = VOID.contains(&name.as_str()) || SELF_LIMITING.contains(&name.as_str());
         if closing {
-            if !neutral {
-                depth = depth.saturating_sub(1);
+            if !neutral
+                && counts.get(&name).is_some_and(|&n| n > 0)
+                && let Some(at) = open.iter().rposition(|n| *n == name)
+            {
+                // Each element scanned here is closed, so the scans add up to the pushes.
+                for closed in open.drain(at..) {
+                    if let Some(n) = counts.get_mut(&closed) {
+                        *n -= 1;
+                    }
+                }
             }
             continue;
         }
-        work = work.saturating_add(depth);
-        let self_closed = tag_end >= 2 && rest.get(tag_end - 2) == Some(&b'/');
+        work = work.saturating_add(open.len() as u64);
         if RAW_TEXT.contains(&name.as_str()) {
             let body = src.get(i..).unwrap_or_default();
             let close = format!("</{name}");
             i += find_ignore_case(body, close.as_bytes()).unwrap_or(body.len());
-        } else if !neutral && !self_closed {
-            depth += 1;
+        } else if !neutral {
+            *counts.entry(name.clone()).or_default() += 1;
+            open.push(name);
         }
     }
     work

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-pub use chunk::{Chunk, Chunker, ChunkerConfig};
+pub use chunk::{Chunk, Chunker, ChunkerConfig, MAX_BYTES_PER_TOKEN};
 pub use error::Error;
 pub use text::TextEncoding;
 

@@ -192,9 +192,17 @@ fn chunks_stay_within_budget_for_unbroken_and_non_latin_text() {
     text.push_str(&"東京は日本の首都です。".repeat(80));
     text.push_str("\n\n");
     text.push_str(&"Ünïcödé façade naïve café; ".repeat(60));
+    // A run of letters and digits the tokenizer reads as one [UNK] token, however long.
+    text.push_str("\n\nsee ");
+    text.push_str(&"a1".repeat(50_000));
     let doc = load(text.as_bytes(), MediaType::PlainText, &Limits::default()).unwrap();
     let chunks = chunker(50, 10).chunk(&doc, MediaType::PlainText);
     assert_chunk_invariants(&doc, &chunks, &tok, 50);
+    let max_bytes = 50 * quire_ingest::MAX_BYTES_PER_TOKEN;
+    for c in &chunks {
+        assert!(c.text.len() <= max_bytes, "{} bytes", c.text.len());
+    }
+    assert!(chunks.iter().map(|c| c.text.len()).sum::<usize>() >= 100_000);
 }
 
 /// The chunker counts a candidate's tokens from one tokenization of the whole document; the

@@ -249,12 +249,27 @@ fn html_title_falls_back_to_first_h1() {
     let doc = load_default(b"<p>just text</p>", MediaType::Html).unwrap();
     assert_eq!(doc.title, None);
     assert_eq!(doc.text, "just text");
+    // An SVG icon's <title> is not the page's.
+    let doc = load_default(
+        b"<body><svg><title>Close icon</title></svg><h1>Guide</h1><p>x</p></body>",
+        MediaType::Html,
+    )
+    .unwrap();
+    assert_eq!(doc.title.as_deref(), Some("Guide"));
 }
 
 #[test]
 fn pathologically_nested_html_is_rejected_quickly() {
     let t = std::time::Instant::now();
-    for open in ["<div>", "<span class=\"a>b\">", "<b>", "<DIV\n>"] {
+    // Self-closed non-void tags stay open, and stray end tags close nothing.
+    for open in [
+        "<div>",
+        "<span class=\"a>b\">",
+        "<b>",
+        "<DIV\n>",
+        "<div/>",
+        "<div></x>",
+    ] {
         let depth = 200_000;
         let mut src = open.repeat(depth);
         src.push_str("deep text");

@@ -82,12 +82,25 @@ struct Shard {
 }
 
 impl Shard {
+    /// Runs `f` alone on the shard. A panic inside qdrant-edge (its flush `expect`s the WAL
+    /// write, so a full disk panics) comes back as an error with its message, and leaves the
+    /// lock usable: otherwise it would poison it and every later write to the collection would
+    /// fail with no cause given.
     fn mutate<T>(&self, f: impl FnOnce(&EdgeShard) -> Result<T>) -> Result<T> {
         let _guard = self
             .write
             .lock()
             .map_err(|_| Error::Vector("shard write lock poisoned".into()))?;
-        f(&self.shard)
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&self.shard))).unwrap_or_else(
+            |panic| {
+                let cause = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("no message");
+                Err(Error::Vector(format!("the vector store failed: {cause}")))
+            },
+        )
     }
 }
 
@@ -360,5 +373,33 @@ impl VectorStore for EmbeddedVectorStore {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_inside_the_store_is_an_error_and_later_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedVectorStore::new(dir.path()).unwrap();
+        store.ensure_collection("c", 2).await.unwrap();
+        let err = store
+            .shard("c")
+            .unwrap()
+            .mutate(|_| -> Result<()> { panic!("No space left on device") })
+            .unwrap_err();
+        assert!(err.to_string().contains("No space left"), "{err}");
+        let point = VectorPoint {
+            id: Uuid::new_v4(),
+            vector: vec![1.0, 0.0],
+            document_id: "d".into(),
+            payload: Default::default(),
+            metadata: Default::default(),
+        };
+        store.upsert("c", vec![point]).await.unwrap();
+        store.flush("c").await.unwrap();
+        assert_eq!(store.count("c", None).await.unwrap(), 1);
     }
 }
