@@ -17,7 +17,12 @@ use quire_proto::v1::query_service_client::QueryServiceClient;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
 
+use crate::config::Config;
 use crate::{BoxError, meta_args};
 
 /// Where the server is.
@@ -29,13 +34,51 @@ pub struct Connection {
     /// Collection to use.
     #[arg(long, short, env = "QUIRE_COLLECTION", default_value = "default")]
     collection: String,
+    /// API key the server requires (sent as `authorization: Bearer <key>`); overrides the
+    /// config file's `api_key`.
+    #[arg(long, env = "QUIRE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+/// A channel that sends the API key, when there is one, with every call.
+type Chan = InterceptedService<Channel, Bearer>;
+
+/// Adds `authorization: Bearer <key>` to each request.
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 impl Connection {
-    fn endpoint(&self, configured: &str) -> String {
-        self.endpoint
+    /// Connects to the server: the `--endpoint` given or the configured one, with the
+    /// `--api-key` given or the configured one.
+    async fn connect(&self, cfg: &Config) -> Result<Chan, BoxError> {
+        let endpoint = self
+            .endpoint
             .clone()
-            .unwrap_or_else(|| configured.to_string())
+            .unwrap_or_else(|| cfg.endpoint.clone());
+        let channel = Endpoint::from_shared(endpoint)?.connect().await?;
+        let header = match self.api_key.as_deref().or(cfg.api_key.as_deref()) {
+            None | Some("") => None,
+            Some(key) => Some(
+                format!("Bearer {key}")
+                    .parse()
+                    .map_err(|_| "the API key must be printable ASCII")?,
+            ),
+        };
+        Ok(InterceptedService::new(channel, Bearer(header)))
     }
 }
 
@@ -189,7 +232,7 @@ type Meta = std::collections::HashMap<String, pb::MetadataValue>;
 /// What the server holds: content hash and metadata by document id (empty if the
 /// collection does not exist yet).
 async fn stored_documents(
-    client: &mut IngestServiceClient<tonic::transport::Channel>,
+    client: &mut IngestServiceClient<Chan>,
     collection: &str,
 ) -> Result<std::collections::HashMap<String, (String, Meta)>, BoxError> {
     let req = pb::ListDocumentsRequest {
@@ -221,13 +264,12 @@ struct LocalOutcomes {
 /// Files whose bytes and metadata match what the server holds are skipped unsent, so an
 /// interrupted job can be rerun and resumes where it stopped. Exits non-zero when any
 /// document failed, unless `--allow-failures`.
-pub async fn ingest(configured: &str, args: IngestArgs) -> Result<ExitCode, BoxError> {
+pub async fn ingest(cfg: &Config, args: IngestArgs) -> Result<ExitCode, BoxError> {
     let include = glob_set(&args.include, "--include")?;
     let exclude = glob_set(&args.exclude, "--exclude")?;
     let meta = meta_args::metadata(&args.meta)?;
     let (jobs, skipped) = collect_files(&args.paths, include.as_ref(), exclude.as_ref())?;
-    let mut client = IngestServiceClient::connect(args.conn.endpoint(configured))
-        .await?
+    let mut client = IngestServiceClient::new(args.conn.connect(cfg).await?)
         .max_encoding_message_size(usize::MAX);
     let stored = if args.no_skip {
         Default::default()
@@ -373,8 +415,8 @@ fn print_summary(
 }
 
 /// Asks a question and prints the answer with its cited sources.
-pub async fn ask(configured: &str, args: AskArgs) -> Result<ExitCode, BoxError> {
-    let mut client = QueryServiceClient::connect(args.conn.endpoint(configured)).await?;
+pub async fn ask(cfg: &Config, args: AskArgs) -> Result<ExitCode, BoxError> {
+    let mut client = QueryServiceClient::new(args.conn.connect(cfg).await?);
     let req = pb::AskRequest {
         collection: args.conn.collection,
         question: args.question,
@@ -472,8 +514,8 @@ fn pb_mode(mode: RetrievalMode) -> pb::RetrievalMode {
 }
 
 /// Prints the fused hits for a query with their dense, BM25 and fused scores.
-pub async fn search(configured: &str, args: SearchArgs) -> Result<ExitCode, BoxError> {
-    let mut client = QueryServiceClient::connect(args.conn.endpoint(configured)).await?;
+pub async fn search(cfg: &Config, args: SearchArgs) -> Result<ExitCode, BoxError> {
+    let mut client = QueryServiceClient::new(args.conn.connect(cfg).await?);
     let r = client
         .retrieve(pb::RetrieveRequest {
             collection: args.conn.collection,

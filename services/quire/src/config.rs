@@ -15,6 +15,11 @@ pub struct Config {
     /// Server the client commands (`ingest`, `ask`, `search`) talk to.
     /// Default: `http://127.0.0.1:50051`.
     pub endpoint: String,
+    /// API key: `quire serve` requires it on `quire.v1` calls (as `authorization: Bearer
+    /// <key>`), and the client commands send it. Default: none (no check). Not printed by
+    /// `quire config`.
+    #[serde(skip_serializing)]
+    pub api_key: Option<String>,
     /// Engine settings (stores, models, chunking, retrieval, answers).
     pub engine: EngineConfig,
 }
@@ -24,6 +29,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             endpoint: "http://127.0.0.1:50051".into(),
+            api_key: None,
             engine: EngineConfig::default(),
         }
     }

@@ -139,6 +139,9 @@ struct EngineArgs {
     /// API key for the Qdrant server.
     #[arg(long, env = "QUIRE_QDRANT_API_KEY", hide_env_values = true)]
     qdrant_api_key: Option<String>,
+    /// API key that `quire.v1` calls must carry as `authorization: Bearer <key>` (serve).
+    #[arg(long, env = "QUIRE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 #[derive(Args)]
@@ -191,6 +194,9 @@ impl EngineArgs {
         }
         if let Some(v) = self.qdrant_api_key {
             cfg.engine.qdrant_api_key = Some(v);
+        }
+        if let Some(v) = self.api_key {
+            cfg.api_key = Some(v);
         }
         cfg
     }
@@ -291,9 +297,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         Command::Bench { command } => bench::run(&cfg.engine, command).await,
         Command::Eval { command } => eval::run(&cfg.engine, command).await,
         Command::Extract(args) => extract::run(&cfg.engine, args),
-        Command::Ingest(args) => client::ingest(&cfg.endpoint, args).await,
-        Command::Ask(args) => client::ask(&cfg.endpoint, args).await,
-        Command::Search(args) => client::search(&cfg.endpoint, args).await,
+        Command::Ingest(args) => client::ingest(&cfg, args).await,
+        Command::Ask(args) => client::ask(&cfg, args).await,
+        Command::Search(args) => client::search(&cfg, args).await,
     }
 }
 
@@ -331,7 +337,13 @@ async fn check(data_dir: &std::path::Path) -> Result<ExitCode, BoxError> {
 }
 
 async fn serve(cfg: Config, preload_llm: bool) -> Result<(), BoxError> {
-    let max_message = cfg.engine.max_document_bytes + (1 << 20);
+    let options = quire_server::ServeOptions {
+        max_message_bytes: cfg.engine.max_document_bytes + (1 << 20),
+        api_key: cfg.api_key.clone(),
+    };
+    if options.api_key.as_deref().is_some_and(|k| !k.is_empty()) {
+        tracing::info!("quire.v1 calls need the API key");
+    }
     let engine = Arc::new(Engine::open(cfg.engine).await?);
     if preload_llm {
         engine.load_generator().await?;
@@ -343,6 +355,6 @@ async fn serve(cfg: Config, preload_llm: bool) -> Result<(), BoxError> {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     };
-    quire_server::serve(engine, listener, max_message, shutdown).await?;
+    quire_server::serve(engine, listener, options, shutdown).await?;
     Ok(())
 }

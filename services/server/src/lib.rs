@@ -40,14 +40,52 @@ pub enum Error {
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// How [`serve`] runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Largest decoded request message; set it above the largest accepted document.
+    pub max_message_bytes: usize,
+    /// When set, `quire.v1` calls must carry `authorization: Bearer <key>`; others get
+    /// `UNAUTHENTICATED`. Health and reflection stay open, for probes and tools.
+    pub api_key: Option<String>,
+}
+
+/// Checks the bearer token of every call to the services it wraps.
+#[derive(Clone)]
+struct RequireKey(Option<Arc<[u8]>>);
+
+impl tonic::service::Interceptor for RequireKey {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(key) = &self.0 else {
+            return Ok(request);
+        };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(token) if same_bytes(token.as_bytes(), key) => Ok(request),
+            Some(_) => Err(Status::unauthenticated("the API key is not valid")),
+            None => Err(Status::unauthenticated(
+                "this server needs an API key: send the metadata `authorization: Bearer <key>`",
+            )),
+        }
+    }
+}
+
+/// Byte equality whose time does not depend on where the inputs differ.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Serves every quire service on `listener` until `shutdown` resolves.
 ///
-/// In-flight requests finish before this returns. `max_message_bytes` bounds one decoded request
-/// (set it above the largest accepted document).
+/// In-flight requests finish before this returns.
 pub async fn serve(
     engine: Arc<Engine>,
     listener: TcpListener,
-    max_message_bytes: usize,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -57,11 +95,23 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(quire_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let ingest = IngestServiceServer::new(IngestApi {
-        engine: engine.clone(),
-    })
-    .max_decoding_message_size(max_message_bytes);
-    let query = QueryServiceServer::new(QueryApi { engine });
+    let auth = RequireKey(
+        options
+            .api_key
+            .filter(|k| !k.is_empty())
+            .map(|k| Arc::from(k.into_bytes())),
+    );
+    let ingest = tonic::service::interceptor::InterceptedService::new(
+        IngestServiceServer::new(IngestApi {
+            engine: engine.clone(),
+        })
+        .max_decoding_message_size(options.max_message_bytes),
+        auth.clone(),
+    );
+    let query = tonic::service::interceptor::InterceptedService::new(
+        QueryServiceServer::new(QueryApi { engine }),
+        auth,
+    );
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)

@@ -969,6 +969,59 @@ async fn an_ingest_stream_keeps_the_last_version_sent_of_a_document() {
     server.stop().await;
 }
 
+/// With an API key set, quire.v1 calls need it as a bearer token; health stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_api_key_calls_need_it_and_health_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with_key(dir.path(), "s3cret-key").await;
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let list = || tonic::Request::new(pb::ListCollectionsRequest::default());
+    let mut ingest =
+        quire_proto::v1::ingest_service_client::IngestServiceClient::new(channel.clone());
+    let err = ingest.list_collections(list()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("authorization"), "{}", err.message());
+    for wrong in ["Bearer s3cret-kex", "Bearer s3cret-key2", "s3cret-key"] {
+        let mut request = list();
+        request
+            .metadata_mut()
+            .insert("authorization", wrong.parse().unwrap());
+        let err = ingest.list_collections(request).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{wrong}: {err:?}");
+    }
+    let mut request = list();
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer s3cret-key".parse().unwrap());
+    ingest.list_collections(request).await.unwrap();
+    let mut query = quire_proto::v1::query_service_client::QueryServiceClient::new(channel.clone());
+    let err = query
+        .retrieve(pb::RetrieveRequest {
+            query: "anything".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "quire.v1.QueryService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_list_the_services() {
     use tonic_health::pb::health_client::HealthClient;

@@ -29,6 +29,19 @@ impl TestServer {
 
     /// Like [`start`](Self::start), with the configuration adjusted by `tweak`.
     pub async fn start_with(data_dir: &Path, tweak: impl FnOnce(&mut EngineConfig)) -> TestServer {
+        Self::start_full(data_dir, tweak, None).await
+    }
+
+    /// Like [`start`](Self::start), requiring `api_key` on `quire.v1` calls.
+    pub async fn start_with_key(data_dir: &Path, api_key: &str) -> TestServer {
+        Self::start_full(data_dir, |_| {}, Some(api_key.to_string())).await
+    }
+
+    async fn start_full(
+        data_dir: &Path,
+        tweak: impl FnOnce(&mut EngineConfig),
+        api_key: Option<String>,
+    ) -> TestServer {
         let mut config = EngineConfig {
             data_dir: data_dir.to_path_buf(),
             llm: std::env::var("QUIRE_TEST_LLM").unwrap_or_else(|_| "smollm2-135m".into()),
@@ -42,7 +55,11 @@ impl TestServer {
         let (tx, rx) = oneshot::channel();
         let served = engine.clone();
         let task = tokio::spawn(async move {
-            quire_server::serve(served, listener, 80 << 20, async {
+            let options = quire_server::ServeOptions {
+                max_message_bytes: 80 << 20,
+                api_key,
+            };
+            quire_server::serve(served, listener, options, async {
                 let _ = rx.await;
             })
             .await
