@@ -13,6 +13,7 @@ mod error;
 pub mod packing;
 pub mod prompt;
 pub mod support;
+mod telemetry;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -485,6 +486,18 @@ impl Engine {
     /// polled (an ingest stream's order), so the last one sent is the version kept. Once the
     /// write to the stores has begun it runs to its end even if this future is dropped.
     pub async fn ingest(&self, collection: &str, doc: IncomingDocument) -> Result<IngestOutcome> {
+        let started = Instant::now();
+        let result = self.ingest_document(collection, doc).await;
+        telemetry::observe_ingest(&result, started.elapsed());
+        result
+    }
+
+    /// [`Engine::ingest`], without the metrics.
+    async fn ingest_document(
+        &self,
+        collection: &str,
+        doc: IncomingDocument,
+    ) -> Result<IngestOutcome> {
         let collection = collection_name(collection);
         let _document = self.documents.lock(collection, &doc.id).await;
         validate_document_id(&doc.id)?;
@@ -633,6 +646,14 @@ impl Engine {
     /// first that many fused hits are then reordered by the LLM's relevance judgement (see
     /// [`Engine::rerank`]). Best hit first.
     pub async fn retrieve(&self, query: &RetrieveQuery) -> Result<Vec<Hit>> {
+        let started = Instant::now();
+        let result = self.retrieve_hits(query).await;
+        telemetry::observe_retrieve(&result, started.elapsed());
+        result
+    }
+
+    /// [`Engine::retrieve`], without the metrics.
+    async fn retrieve_hits(&self, query: &RetrieveQuery) -> Result<Vec<Hit>> {
         let top_k = match query.top_k {
             0 => self.config.default_top_k,
             k => k,
@@ -772,6 +793,18 @@ impl Engine {
     /// keeps its receiver for as long as it waits. Citations in the returned answer name only
     /// sources the model was given.
     pub async fn ask(
+        &self,
+        query: &AskQuery,
+        deltas: Option<mpsc::UnboundedSender<String>>,
+    ) -> Result<Answer> {
+        let started = Instant::now();
+        let result = self.answer(query, deltas).await;
+        telemetry::observe_ask(&result, started.elapsed());
+        result
+    }
+
+    /// [`Engine::ask`], without the metrics.
+    async fn answer(
         &self,
         query: &AskQuery,
         deltas: Option<mpsc::UnboundedSender<String>>,

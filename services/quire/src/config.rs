@@ -20,6 +20,9 @@ pub struct Config {
     /// `quire config`.
     #[serde(skip_serializing)]
     pub api_key: Option<String>,
+    /// Where `quire serve` publishes Prometheus metrics (`GET /metrics` on this address).
+    /// Default: none (not published).
+    pub metrics_listen: Option<SocketAddr>,
     /// Engine settings (stores, models, chunking, retrieval, answers).
     pub engine: EngineConfig,
 }
@@ -30,6 +33,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             endpoint: "http://127.0.0.1:50051".into(),
             api_key: None,
+            metrics_listen: None,
             engine: EngineConfig::default(),
         }
     }

@@ -151,6 +151,9 @@ struct ServeArgs {
     /// Load the LLM at start-up instead of on the first Ask.
     #[arg(long, env = "QUIRE_PRELOAD_LLM")]
     preload_llm: bool,
+    /// Publish Prometheus metrics at `http://ADDR/metrics`.
+    #[arg(long, env = "QUIRE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 impl EngineArgs {
@@ -245,7 +248,10 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     let cfg = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve(args) => {
-            let cfg = args.engine.apply(cfg);
+            let mut cfg = args.engine.apply(cfg);
+            if let Some(addr) = args.metrics_listen {
+                cfg.metrics_listen = Some(addr);
+            }
             serve(cfg, args.preload_llm).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -337,6 +343,13 @@ async fn check(data_dir: &std::path::Path) -> Result<ExitCode, BoxError> {
 }
 
 async fn serve(cfg: Config, preload_llm: bool) -> Result<(), BoxError> {
+    if let Some(addr) = cfg.metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| format!("cannot publish metrics on {addr}: {e}"))?;
+        tracing::info!(%addr, "Prometheus metrics at /metrics");
+    }
     let options = quire_server::ServeOptions {
         max_message_bytes: cfg.engine.max_document_bytes + (1 << 20),
         api_key: cfg.api_key.clone(),

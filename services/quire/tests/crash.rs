@@ -6,11 +6,11 @@
 //! Seeded (`QUIRE_FAULT_SEED`, default 7) so a failure can be replayed.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::Server;
 use quire_proto::v1 as pb;
 use quire_proto::v1::document_result::Status;
 use quire_proto::v1::ingest_service_client::IngestServiceClient;
@@ -55,58 +55,6 @@ fn content(i: usize, version: u32) -> String {
 
 fn hash(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-/// A running `quire serve`, killed with SIGKILL when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(data: &Path, log: &Path) -> Server {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quire"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("quire serve starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("quire listening on ") {
-                    let _ = tx.send(addr.to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("server listens within 2 minutes (see the log)");
-        Server {
-            child,
-            url: format!("http://{addr}"),
-        }
-    }
-
-    /// SIGKILL, then reap.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// What the client knows of one document.
