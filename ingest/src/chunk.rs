@@ -49,15 +49,18 @@ pub struct Chunk {
 #[derive(Clone)]
 struct TokenCounter(Arc<Tokenizer>);
 
-/// A piece counts as at least one token per this many bytes. The tokenizer maps a word of
-/// over 100 characters to one [UNK] token, so a run of letters with no break would otherwise
-/// fit any number of bytes in one chunk (and in the LLM's context and the BM25 index). Prose,
-/// at 3 to 6 bytes a token, never reaches it.
+/// A piece counts as at least one token per this many bytes of text other than whitespace.
+/// The tokenizer maps a word of over 100 characters to one [UNK] token, so a run of letters
+/// with no break would otherwise fit any number of bytes in one chunk (and in the LLM's
+/// context and the BM25 index). Prose, at 3 to 6 bytes a token, never reaches it, and
+/// whitespace, which has no tokens, is not counted, so chunk boundaries in prose are the
+/// tokenizer's alone.
 pub const MAX_BYTES_PER_TOKEN: usize = 16;
 
 /// `tokens`, or more for a piece of more than [`MAX_BYTES_PER_TOKEN`] bytes per token.
 fn bounded(tokens: usize, chunk: &str) -> usize {
-    tokens.max(chunk.len().div_ceil(MAX_BYTES_PER_TOKEN))
+    let text = chunk.bytes().filter(|b| !b.is_ascii_whitespace()).count();
+    tokens.max(text / MAX_BYTES_PER_TOKEN)
 }
 
 impl ChunkSizer for TokenCounter {

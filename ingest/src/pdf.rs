@@ -1099,24 +1099,28 @@ impl FontLoader {
             None => vec![None; 256],
         };
         if let Some(items) = differences {
-            let mut entries: Vec<(usize, &[u8])> = Vec::new();
+            // The last name given to each code wins: at most 256 names to resolve, however
+            // long the array (an integer restarts the codes, so it can be any length).
+            let mut by_code: Vec<Option<&[u8]>> = vec![None; 256];
             let mut code = 0usize;
             for item in items {
                 match deref(pdf, item).map(|(_, o)| o) {
                     Some(Object::Integer(i)) => code = usize::try_from(*i).unwrap_or(usize::MAX),
                     Some(Object::Name(name)) => {
-                        if code < 256 {
-                            entries.push((code, name.as_slice()));
+                        if let Some(slot) = by_code.get_mut(code) {
+                            *slot = Some(name.as_slice());
                         }
                         code = code.saturating_add(1);
                     }
                     _ => {}
                 }
             }
-            let names: Vec<&[u8]> = entries.iter().map(|(_, n)| *n).collect();
+            let names: Vec<&[u8]> = by_code.iter().flatten().copied().collect();
             self.names.learn(pdf, &names);
-            for (code, name) in entries {
-                table[code] = self.names.get(name);
+            for (code, name) in by_code.into_iter().enumerate() {
+                if let Some(name) = name {
+                    table[code] = self.names.get(name);
+                }
             }
         }
 
@@ -2216,6 +2220,41 @@ mod tests {
         assert_eq!(names.get(b"g42"), None);
         assert_eq!(names.get(b"notaname"), None);
         assert_eq!(names.get(b".notdef"), None);
+    }
+
+    #[test]
+    fn differences_give_each_code_its_last_name_and_any_length_is_cheap() {
+        let pdf = lopdf::Document::with_version("1.5");
+        let mut items = vec![
+            Object::Integer(65),
+            Object::Name(b"B".to_vec()),
+            Object::Integer(65),
+            Object::Name(b"C".to_vec()),
+            Object::Name(b"eacute".to_vec()),
+        ];
+        // An integer restarts the codes, so the array can be any length: 300,000 distinct
+        // names on code 0 once took minutes to resolve, one list scan per name.
+        for i in 0..300_000u32 {
+            items.push(Object::Integer(0));
+            items.push(Object::Name(format!("g{i:x}x").into_bytes()));
+        }
+        let mut enc = Dictionary::new();
+        enc.set("Differences", Object::Array(items));
+        let mut dict = Dictionary::new();
+        dict.set("Subtype", Object::Name(b"Type1".to_vec()));
+        dict.set("Encoding", Object::Dictionary(enc));
+        let mut loader = FontLoader {
+            names: GlyphNames::default(),
+            bases: HashMap::new(),
+        };
+        let started = std::time::Instant::now();
+        let font = loader.simple(&pdf, &dict, b"Type1", b"Test", None, false);
+        let took = started.elapsed();
+        let table = font.table.expect("a simple font has a table");
+        assert_eq!(table[65], Some('C'));
+        assert_eq!(table[66], Some('é'));
+        assert_eq!(table[67], Some('C'), "the base encoding's");
+        assert!(took.as_secs() < 5, "{took:?}");
     }
 
     #[test]
