@@ -1022,6 +1022,10 @@ fn base_table(pdf: &lopdf::Document, name: &[u8]) -> Vec<Option<char>> {
     table
 }
 
+/// Most text runs on a page for two-column detection: far above a real page of columns
+/// (a few hundred lines), low enough that the quadratic gutter search stays under 0.1 s.
+const MAX_COLUMN_RUNS: usize = 4096;
+
 /// Reads the fonts a document's pages use, each once, and the tables they share.
 struct FontLoader {
     names: GlyphNames,
@@ -1824,7 +1828,9 @@ impl PageWriter {
             .iter()
             .filter(|s| !s.text.trim().is_empty() && s.x1.is_finite() && s.y.is_finite())
             .collect();
-        if segs.len() < 8 {
+        // The gutter search costs candidates × runs; a page of more runs than any real
+        // column layout has (one per glyph, when each is placed alone) keeps its order.
+        if segs.len() < 8 || segs.len() > MAX_COLUMN_RUNS {
             return None;
         }
         let lo = segs.iter().map(|s| s.x0).fold(f32::INFINITY, f32::min);

@@ -464,6 +464,13 @@ fn hostile_content_streams_are_values_not_panics_or_hangs() {
     let deep = "q ".repeat(100_000) + &"/Loop Do ".repeat(20_000) + &"Q ".repeat(100_000);
     let doc = load_pdf(&pdf_with_content(&[&deep], &forms)).unwrap();
     assert!(doc.text.starts_with("loop"));
+    // Every glyph its own run (wide TJ gaps): the two-column search must not be quadratic.
+    let runs = format!(
+        "BT /F2 10 Tf 0 700 Td [{}] TJ ET",
+        "(a) -3000 ".repeat(300_000)
+    );
+    let doc = load_pdf(&pdf_with_content(&[&runs], &[])).unwrap();
+    assert!(doc.text.starts_with("a a a"), "{}", &doc.text[..20]);
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
 

@@ -82,6 +82,10 @@ pub struct EngineConfig {
     pub answer_style: AnswerStyle,
     /// Documents ingested concurrently (parse, chunk, embed). Default: 2.
     pub ingest_workers: usize,
+    /// Most `Ask` calls in progress at once: the model answers one at a time, and a call
+    /// beyond this many is refused at once (`RESOURCE_EXHAUSTED`, retry later) rather than
+    /// queued behind minutes of others. Default: 16.
+    pub max_concurrent_asks: usize,
     /// gRPC URL of a Qdrant server or cluster (`http://host:6334`) to keep the vectors in,
     /// instead of the embedded store in `data_dir`; the catalog and the BM25 indexes stay in
     /// `data_dir`. Default: none (embedded).
@@ -128,6 +132,7 @@ impl Default for EngineConfig {
             max_answer_tokens: 256,
             answer_style: AnswerStyle::default(),
             ingest_workers: 2,
+            max_concurrent_asks: 16,
             optimize_after_chunks: 20_000,
             qdrant_url: None,
             qdrant_api_key: None,

@@ -39,6 +39,9 @@ pub enum Error {
     /// Processing one document (parse, chunk, embed) ran past `max_document_ms`.
     #[error("processing the document took longer than the limit of {limit_ms} ms")]
     DocumentTimeLimit { limit_ms: u64 },
+    /// Too much work is in progress to take this request; retrying later can succeed.
+    #[error("{0}")]
+    Busy(String),
     /// A worker task died.
     #[error("internal error: {0}")]
     Internal(String),
@@ -65,6 +68,7 @@ impl Error {
             Error::Model(ModelError::ModelMissing { .. }) => ErrorKind::FailedPrecondition,
             // The request's text (question, query) does not fit the model's context.
             Error::Model(ModelError::ContextOverflow { .. }) => ErrorKind::InvalidArgument,
+            Error::Busy(_) => ErrorKind::ResourceExhausted,
             Error::Model(_) | Error::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -101,6 +105,7 @@ impl Error {
             Error::Model(ModelError::ModelMissing { .. }) => "model_missing",
             Error::Model(ModelError::ContextOverflow { .. }) => "context_overflow",
             Error::Model(_) => "model_error",
+            Error::Busy(_) => "busy",
             Error::Internal(_) => "internal",
         }
     }

@@ -251,6 +251,8 @@ pub struct Engine {
     cpu: Arc<Semaphore>,
     /// One lock per document being ingested, by (collection, id); see [`Engine::ingest`].
     documents: DocumentLocks,
+    /// `Ask` calls in progress, at most `max_concurrent_asks`.
+    asks: Semaphore,
 }
 
 /// Locks keyed by (collection, document id), created on demand and dropped with their last
@@ -352,6 +354,7 @@ impl Engine {
         Ok(Engine {
             cpu: Arc::new(Semaphore::new(config.ingest_workers.max(1))),
             documents: DocumentLocks::default(),
+            asks: Semaphore::new(config.max_concurrent_asks.max(1)),
             config,
             index,
             embedder: Arc::new(embedder),
@@ -791,13 +794,22 @@ impl Engine {
     /// generation stops at the next token and the answer check is not run. A caller that
     /// wants no deltas but wants a cancelled request to stop generating passes a sender and
     /// keeps its receiver for as long as it waits. Citations in the returned answer name only
-    /// sources the model was given.
+    /// sources the model was given. Beyond `max_concurrent_asks` calls in progress, a call
+    /// fails at once with [`Error::Busy`].
     pub async fn ask(
         &self,
         query: &AskQuery,
         deltas: Option<mpsc::UnboundedSender<String>>,
     ) -> Result<Answer> {
         let started = Instant::now();
+        let Ok(_turn) = self.asks.try_acquire() else {
+            let busy = Err(Error::Busy(format!(
+                "{} questions are already being answered or waiting for the model; retry later",
+                self.config.max_concurrent_asks.max(1)
+            )));
+            telemetry::observe_ask(&busy, started.elapsed());
+            return busy;
+        };
         let result = self.answer(query, deltas).await;
         telemetry::observe_ask(&result, started.elapsed());
         result

@@ -929,6 +929,51 @@ async fn a_cancelled_ask_stops_generating_and_frees_the_model() {
     server.stop().await;
 }
 
+/// Beyond `max_concurrent_asks` calls in progress, an Ask is refused at once with
+/// RESOURCE_EXHAUSTED, and taken again once a call ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asks_beyond_the_limit_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), |c| c.max_concurrent_asks = 1).await;
+    ingest_corpus(&mut server.ingest_client().await).await;
+    server.engine.load_generator().await.unwrap();
+    let question = |max_tokens, temperature| pb::AskRequest {
+        collection: "test".into(),
+        question: "Tell the whole history of the Halvard Open chess tournament.".into(),
+        generation: Some(pb::GenerationOptions {
+            max_tokens: Some(max_tokens),
+            temperature: Some(temperature),
+            seed: Some(3),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut long = tonic::Request::new(question(4096, 2.0));
+    long.set_timeout(std::time::Duration::from_secs(4));
+    let mut client = server.query_client().await;
+    let first = tokio::spawn(async move { client.ask(long).await });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let err = server
+        .query_client()
+        .await
+        .ask(question(8, 0.0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("retry later"), "{}", err.message());
+    first
+        .await
+        .unwrap()
+        .expect_err("the first call runs past its deadline");
+    server
+        .query_client()
+        .await
+        .ask(question(8, 0.0))
+        .await
+        .expect("the limit is free again");
+    server.stop().await;
+}
+
 /// Two versions of one document in one ingest stream: the one sent last is the one kept,
 /// even when the first takes longer to embed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
