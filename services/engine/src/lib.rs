@@ -517,8 +517,17 @@ impl Engine {
         self.index
             .ensure_collection(collection, self.spec())
             .await?;
+        // Unchanged: the same bytes, read the same way (media type), with the same metadata,
+        // and no new title given. (A title found in the text is the same for the same bytes.)
+        let explicit_title = doc
+            .title
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
         if let Some(existing) = self.index.document(collection, &doc.id).await?
             && existing.content_hash == content_hash
+            && existing.media_type == media.as_mime()
+            && explicit_title.is_none_or(|t| existing.title.as_deref() == Some(t))
             && existing.metadata == doc.metadata
         {
             return Ok(IngestOutcome {
@@ -597,7 +606,7 @@ impl Engine {
             id: doc.id,
             content_hash: content_hash.clone(),
             media_type: media.as_mime().to_string(),
-            title: doc.title.filter(|t| !t.trim().is_empty()).or(loaded_title),
+            title: explicit_title.map(str::to_string).or(loaded_title),
             bytes: size,
             metadata: doc.metadata,
         };

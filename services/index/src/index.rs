@@ -468,8 +468,8 @@ impl Index {
 
     /// Writes a document version to both stores.
     ///
-    /// If the committed version has the same content hash, nothing is written
-    /// ([`PutOutcome::Unchanged`]). Otherwise the new chunks replace the old ones; when
+    /// If the committed version has the same content hash, media type, title and metadata,
+    /// nothing is written ([`PutOutcome::Unchanged`]). Otherwise the new chunks replace the old ones; when
     /// this returns `Ok`, the new version is durable in both stores and the catalog, and
     /// retrieval returns only its chunks. Until then retrieval returns only the old
     /// version's. On error the write is rolled back. Writes to one collection are serialised.
@@ -526,6 +526,8 @@ impl Index {
         }
         if let Some(old) = &existing
             && old.content_hash == doc.content_hash
+            && old.media_type == doc.media_type
+            && old.title == doc.title
             && metadata::from_json(&old.metadata) == doc.metadata
         {
             return Ok(PutOutcome::Unchanged {
@@ -535,7 +537,12 @@ impl Index {
         }
 
         let version = existing.as_ref().map_or(1, |r| r.version + 1);
-        let rev = revision(&doc.content_hash, &doc.metadata);
+        let rev = revision(
+            &doc.content_hash,
+            &doc.media_type,
+            doc.title.as_deref(),
+            &doc.metadata,
+        );
         let ids: Vec<Uuid> = chunks
             .iter()
             .map(|c| chunk_id(collection, &doc.id, c.ordinal, &rev))

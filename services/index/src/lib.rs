@@ -56,15 +56,27 @@ pub fn chunk_id(collection: &str, document_id: &str, ordinal: u32, revision: &st
     Uuid::new_v5(&CHUNK_NAMESPACE, name.as_bytes())
 }
 
-/// What a document version's chunk ids derive from: its content hash, and its metadata
-/// when it has any, so that a metadata change writes new chunks rather than rewriting
-/// visible ones in place.
-pub fn revision(content_hash: &str, metadata: &Metadata) -> String {
-    if metadata.is_empty() {
-        content_hash.to_string()
-    } else {
-        format!("{content_hash}|{}", metadata::to_json(metadata))
+/// What a document version's chunk ids derive from: everything that changes its chunks or
+/// their payloads (content hash, media type, title, and metadata when it has any), so that a
+/// new version writes new chunks rather than rewriting visible ones in place.
+pub fn revision(
+    content_hash: &str,
+    media_type: &str,
+    title: Option<&str>,
+    metadata: &Metadata,
+) -> String {
+    // Lengths first, so no two different inputs join to the same string.
+    let title = title.unwrap_or_default();
+    let mut rev = format!(
+        "{content_hash}|{}:{media_type}|{}:{title}",
+        media_type.len(),
+        title.len()
+    );
+    if !metadata.is_empty() {
+        rev.push('|');
+        rev.push_str(&metadata::to_json(metadata).to_string());
     }
+    rev
 }
 
 /// True for 1 to `max` bytes of `[A-Za-z0-9_-]`: collection names and metadata keys.

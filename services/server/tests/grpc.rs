@@ -662,6 +662,44 @@ async fn reingest_is_unchanged_and_delete_removes_from_both_stores() {
         .unwrap();
     assert!(vectors >= 1 && vectors == lexical, "{vectors} vs {lexical}");
 
+    // The same bytes read another way, or under a new title, are a new version.
+    let status = |r: &pb::DocumentResult| (r.status, r.version);
+    use pb::document_result::Status as S;
+    let markdown = "# Kessik notes\n\nThe crater rim holds six seismometers.";
+    let as_text = ingest
+        .ingest_document(doc("notes", "text/plain", markdown))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&as_text), (S::Created as i32, 1));
+    let as_markdown = ingest
+        .ingest_document(doc("notes", "text/markdown", markdown))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&as_markdown), (S::Replaced as i32, 2));
+    let mut titled = doc("notes", "text/markdown", markdown);
+    titled.document.as_mut().unwrap().title = "Field notes".into();
+    let retitled = ingest
+        .ingest_document(titled.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&retitled), (S::Replaced as i32, 3));
+    let same = ingest.ingest_document(titled).await.unwrap().into_inner();
+    assert_eq!(status(&same), (S::Unchanged as i32, 3));
+    let notes = list_test_documents(&mut ingest)
+        .await
+        .into_iter()
+        .find(|d| d.id == "notes")
+        .unwrap();
+    assert_eq!(
+        (notes.media_type.as_str(), notes.title.as_str()),
+        ("text/markdown", "Field notes")
+    );
+    let check = server.engine.index().check("test").await.unwrap();
+    assert!(check.is_consistent(), "{check:?}");
+
     let deleted = ingest
         .delete_documents(pb::DeleteDocumentsRequest {
             collection: "test".into(),
@@ -691,7 +729,7 @@ async fn reingest_is_unchanged_and_delete_removes_from_both_stores() {
     );
     let listed = list_test_documents(&mut ingest).await;
     let ids: Vec<_> = listed.iter().map(|d| d.id.as_str()).collect();
-    assert_eq!(ids, vec!["beekeeping.pdf", "volcano.md"]);
+    assert_eq!(ids, vec!["beekeeping.pdf", "notes", "volcano.md"]);
     server.stop().await;
 }
 
