@@ -13,8 +13,10 @@ pub enum Error {
         "unsupported media type {0:?}; supported are text/plain, text/markdown, text/html and application/pdf"
     )]
     UnsupportedMediaType(String),
-    /// A text document (plain, Markdown, HTML) announced an encoding by its byte-order
-    /// mark but is not valid in it. `offset` is where, in the submitted bytes, it breaks.
+    /// A text document (plain, Markdown, HTML) announced an encoding (by its byte-order mark,
+    /// a charset given with its media type, or an HTML `<meta charset>`) but is not valid in
+    /// it, or named a charset quire does not know. `offset` is where, in the submitted bytes,
+    /// it breaks.
     #[error("the document is not valid {encoding} text at byte {offset}: {reason}")]
     InvalidEncoding {
         encoding: &'static str,

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 pub use chunk::{Chunk, Chunker, ChunkerConfig, MAX_BYTES_PER_TOKEN};
 pub use error::Error;
-pub use text::TextEncoding;
+pub use text::{TextEncoding, charset_param};
 
 /// The kinds of document this crate reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -218,6 +218,20 @@ impl HeadingPath {
 /// spans and heading offsets are valid byte ranges of that text. Input over
 /// `limits` is rejected, never truncated.
 pub fn load(bytes: &[u8], media: MediaType, limits: &Limits) -> Result<Document, Error> {
+    load_declared(bytes, media, None, limits)
+}
+
+/// [`load`], with the charset declared for a text document (the `charset` parameter of its
+/// media type, [`charset_param`]). A byte-order mark overrides it; without either, text is
+/// UTF-8 when valid, an HTML `<meta charset>` is followed when it is not, and anything else
+/// is Latin-1. A charset quire does not know, or bytes not valid in the declared one, are
+/// [`Error::InvalidEncoding`]. PDFs ignore it.
+pub fn load_declared(
+    bytes: &[u8],
+    media: MediaType,
+    charset: Option<&str>,
+    limits: &Limits,
+) -> Result<Document, Error> {
     if bytes.len() > limits.max_bytes {
         return Err(Error::TooLarge {
             bytes: bytes.len(),
@@ -230,7 +244,8 @@ pub fn load(bytes: &[u8], media: MediaType, limits: &Limits) -> Result<Document,
     let doc = match media {
         MediaType::Pdf => pdf::load(bytes, limits, Instant::now() + limits.max_parse_time)?,
         text_media => {
-            let (text, encoding) = text::decode(bytes)?;
+            let (text, encoding) =
+                text::decode_declared(bytes, charset, text_media == MediaType::Html)?;
             let mut doc = match text_media {
                 MediaType::Markdown => markdown::load(text.into_owned()),
                 MediaType::Html => html::load(&text)?,

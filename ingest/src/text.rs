@@ -21,18 +21,140 @@ pub enum TextEncoding {
     /// Windows-1252 does (curly quotes, dashes, €), as the WHATWG Encoding Standard
     /// reads the `latin1` label; the rest is ISO-8859-1.
     Latin1,
+    /// Another encoding, as declared with the media type (`charset=`) or by an HTML
+    /// `<meta charset>`, decoded as the WHATWG Encoding Standard specifies.
+    Declared(&'static encoding_rs::Encoding),
 }
 
 impl TextEncoding {
-    /// The lower-case label reported to callers: `utf-8`, `utf-16le`, `utf-16be`, `latin-1`.
+    /// The label reported to callers: `utf-8`, `utf-16le`, `utf-16be`, `latin-1`, or a
+    /// declared encoding's WHATWG name (`windows-1251`, `Shift_JIS`, ...).
     pub fn label(self) -> &'static str {
         match self {
             TextEncoding::Utf8 => "utf-8",
             TextEncoding::Utf16Le => "utf-16le",
             TextEncoding::Utf16Be => "utf-16be",
             TextEncoding::Latin1 => "latin-1",
+            TextEncoding::Declared(e) => e.name(),
         }
     }
+}
+
+/// The `charset` parameter of a media type (`text/html; charset=windows-1251`), if any.
+pub fn charset_param(media_type: &str) -> Option<&str> {
+    media_type.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"'))
+            .filter(|v| !v.is_empty())
+    })
+}
+
+/// The charset an HTML document declares in a `<meta>` tag within its first 1,024 bytes
+/// (`<meta charset="...">` or `<meta http-equiv="Content-Type" content="...; charset=...">`),
+/// as browsers look for it before parsing.
+pub(crate) fn html_meta_charset(bytes: &[u8]) -> Option<String> {
+    let head = &bytes[..bytes.len().min(1024)];
+    let lower = head.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(at) = find(&lower[from..], b"<meta") {
+        let tag_start = from + at;
+        let tag_end = lower[tag_start..]
+            .iter()
+            .position(|&b| b == b'>')
+            .map_or(lower.len(), |e| tag_start + e);
+        let tag = &lower[tag_start..tag_end];
+        if let Some(c) = find(tag, b"charset") {
+            let rest = tag[c + b"charset".len()..].trim_ascii_start();
+            if let Some(value) = rest.strip_prefix(b"=") {
+                let value = value.trim_ascii_start();
+                let value = value
+                    .strip_prefix(b"\"")
+                    .or(value.strip_prefix(b"'"))
+                    .unwrap_or(value);
+                let label: Vec<u8> = value
+                    .iter()
+                    .take_while(|&&b| {
+                        !matches!(b, b'"' | b'\'' | b';' | b'/' | b'>') && !b.is_ascii_whitespace()
+                    })
+                    .copied()
+                    .collect();
+                if !label.is_empty() {
+                    return String::from_utf8(label).ok();
+                }
+            }
+        }
+        from = tag_end;
+    }
+    None
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Decodes `bytes` as the encoding `label` names; errors when quire does not know the
+/// label or the bytes are not valid in it.
+fn decode_as(bytes: &[u8], label: &str) -> Result<(Cow<'static, str>, TextEncoding), Error> {
+    let Some(encoding) = encoding_rs::Encoding::for_label(label.trim().as_bytes()) else {
+        return Err(Error::InvalidEncoding {
+            encoding: "declared",
+            offset: 0,
+            reason: format!("unknown charset `{label}`"),
+        });
+    };
+    let mut decoder = encoding.new_decoder_without_bom_handling();
+    let capacity = decoder
+        .max_utf8_buffer_length_without_replacement(bytes.len())
+        .unwrap_or(bytes.len().saturating_mul(3));
+    let mut out = String::with_capacity(capacity);
+    let (result, read) = decoder.decode_to_string_without_replacement(bytes, &mut out, true);
+    match result {
+        encoding_rs::DecoderResult::InputEmpty => {
+            let reported = if encoding == encoding_rs::UTF_8 {
+                TextEncoding::Utf8
+            } else {
+                TextEncoding::Declared(encoding)
+            };
+            Ok((Cow::Owned(out), reported))
+        }
+        encoding_rs::DecoderResult::Malformed(bad, after) => Err(Error::InvalidEncoding {
+            encoding: encoding.name(),
+            offset: read - usize::from(bad) - usize::from(after),
+            reason: format!("bytes that are not valid {} text", encoding.name()),
+        }),
+        encoding_rs::DecoderResult::OutputFull => Err(Error::InvalidEncoding {
+            encoding: encoding.name(),
+            offset: read,
+            reason: "the decoded text outgrew its buffer".into(),
+        }),
+    }
+}
+
+/// [`decode`], honouring a declared charset: a byte-order mark still decides first; then
+/// `declared` (the media type's `charset`), which is followed even for bytes that are valid
+/// UTF-8; then, for HTML whose bytes are not valid UTF-8, a `<meta charset>`.
+pub(crate) fn decode_declared<'a>(
+    bytes: &'a [u8],
+    declared: Option<&str>,
+    html: bool,
+) -> Result<(Cow<'a, str>, TextEncoding), Error> {
+    let has_bom = [UTF8_BOM, UTF16LE_BOM, UTF16BE_BOM]
+        .iter()
+        .any(|bom| bytes.starts_with(bom));
+    if !has_bom {
+        if let Some(label) = declared {
+            return decode_as(bytes, label);
+        }
+        if html
+            && std::str::from_utf8(bytes).is_err()
+            && let Some(label) = html_meta_charset(bytes)
+        {
+            return decode_as(bytes, &label);
+        }
+    }
+    decode(bytes)
 }
 
 /// Windows-1252's characters for bytes 0x80..=0x9F; the five bytes it leaves undefined

@@ -84,6 +84,79 @@ fn text_that_is_not_utf8_is_read_as_latin1_and_says_so() {
 }
 
 #[test]
+fn a_declared_charset_is_followed_and_a_wrong_one_is_an_error() {
+    use quire_ingest::{charset_param, load_declared};
+    let limits = Limits::default();
+    // "Привет, мир" in windows-1251 and in KOI8-R.
+    let cp1251 = b"\xcf\xf0\xe8\xe2\xe5\xf2, \xec\xe8\xf0";
+    let koi8 = b"\xf0\xd2\xc9\xd7\xc5\xd4, \xcd\xc9\xd2";
+
+    // From the media type, for any text type.
+    assert_eq!(
+        charset_param("text/html; charset=\"windows-1251\""),
+        Some("windows-1251")
+    );
+    assert_eq!(charset_param("text/plain"), None);
+    for media in [MediaType::PlainText, MediaType::Markdown, MediaType::Html] {
+        let doc = load_declared(cp1251, media, Some("windows-1251"), &limits).unwrap();
+        assert_eq!(doc.text.trim(), "Привет, мир", "{media}");
+        assert_eq!(doc.encoding.map(|e| e.label()), Some("windows-1251"));
+    }
+
+    // From an HTML <meta>, in either form, when the bytes are not UTF-8.
+    let mut page = b"<html><head><meta charset=\"windows-1251\"></head><body><p>".to_vec();
+    page.extend_from_slice(cp1251);
+    page.extend_from_slice(b"</p></body></html>");
+    let doc = load_default(&page, MediaType::Html).unwrap();
+    assert_eq!(doc.text.trim(), "Привет, мир");
+    let mut page =
+        b"<META HTTP-EQUIV=\"Content-Type\" CONTENT=\"text/html; charset=KOI8-R\"><p>".to_vec();
+    page.extend_from_slice(koi8);
+    let doc = load_default(&page, MediaType::Html).unwrap();
+    assert_eq!(doc.text.trim(), "Привет, мир");
+    assert_eq!(doc.encoding.map(|e| e.label()), Some("KOI8-R"));
+    // A page that is valid UTF-8 stays UTF-8 whatever its <meta> says.
+    let doc = load_default(
+        "<meta charset=\"iso-8859-1\"><p>Grüße</p>".as_bytes(),
+        MediaType::Html,
+    )
+    .unwrap();
+    assert_eq!(doc.text.trim(), "Grüße");
+    assert_eq!(doc.encoding, Some(TextEncoding::Utf8));
+
+    // A byte-order mark outranks the declaration.
+    let doc = load_declared(
+        "\u{feff}Grüße".as_bytes(),
+        MediaType::PlainText,
+        Some("koi8-r"),
+        &limits,
+    )
+    .unwrap();
+    assert_eq!(doc.text, "Grüße");
+
+    // Bytes that are not valid in the declared charset, or an unknown charset: errors.
+    let err = load_declared(
+        b"caf\xc3\xa9 \xff",
+        MediaType::PlainText,
+        Some("utf-8"),
+        &limits,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidEncoding { offset: 6, .. }),
+        "{err:?}"
+    );
+    let err = load_declared(
+        b"text",
+        MediaType::PlainText,
+        Some("x-no-such-charset"),
+        &limits,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("x-no-such-charset"), "{err}");
+}
+
+#[test]
 fn utf16_with_a_bom_is_decoded_and_broken_utf16_is_an_error() {
     let mut le = vec![0xFF, 0xFE];
     le.extend(

@@ -506,6 +506,15 @@ impl Engine {
         validate_document_id(&doc.id)?;
         quire_index::metadata::validate_metadata(&doc.metadata)?;
         let media: MediaType = doc.media_type.parse()?;
+        let charset = quire_ingest::charset_param(&doc.media_type)
+            .filter(|_| media != MediaType::Pdf)
+            .map(str::to_ascii_lowercase);
+        // Stored with the declared charset, so that re-sending the bytes with a corrected
+        // one is a new version.
+        let stored_type = match &charset {
+            Some(c) => format!("{}; charset={c}", media.as_mime()),
+            None => media.as_mime().to_string(),
+        };
         if doc.content.len() > self.limits.max_bytes {
             return Err(quire_ingest::Error::TooLarge {
                 bytes: doc.content.len(),
@@ -526,7 +535,7 @@ impl Engine {
             .filter(|t| !t.is_empty());
         if let Some(existing) = self.index.document(collection, &doc.id).await?
             && existing.content_hash == content_hash
-            && existing.media_type == media.as_mime()
+            && existing.media_type == stored_type
             && explicit_title.is_none_or(|t| existing.title.as_deref() == Some(t))
             && existing.metadata == doc.metadata
         {
@@ -566,7 +575,7 @@ impl Engine {
             let mut t = timings;
             let clock = Instant::now();
             let deadline = clock + Duration::from_millis(limit_ms);
-            let loaded = quire_ingest::load(&content, media, &limits)?;
+            let loaded = quire_ingest::load_declared(&content, media, charset.as_deref(), &limits)?;
             t.parse = clock.elapsed();
             let clock = Instant::now();
             let chunks = chunker.chunk(&loaded, media);
@@ -605,7 +614,7 @@ impl Engine {
         let new_doc = NewDocument {
             id: doc.id,
             content_hash: content_hash.clone(),
-            media_type: media.as_mime().to_string(),
+            media_type: stored_type,
             title: explicit_title.map(str::to_string).or(loaded_title),
             bytes: size,
             metadata: doc.metadata,

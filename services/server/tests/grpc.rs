@@ -811,6 +811,31 @@ async fn bad_input_gets_invalid_argument_and_the_server_keeps_serving() {
         "{hits:?}"
     );
 
+    // A charset declared with the media type is followed; an unknown one is refused.
+    let cp1251 = b"<p>\xcf\xf0\xe8\xe2\xe5\xf2 \xe8\xe7 \xcb\xf3\xed\xe4\xe5</p>".to_vec();
+    let r = ingest
+        .ingest_document(doc(
+            "privet.html",
+            "text/html; charset=windows-1251",
+            cp1251.clone(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.text_encoding, "windows-1251");
+    let hits = retrieve(&mut server.query_client().await, "Привет из Лунде").await;
+    assert!(
+        hits.iter()
+            .any(|h| h.document_id == "privet.html" && h.text.contains("Привет из Лунде")),
+        "{hits:?}"
+    );
+    let err = ingest
+        .ingest_document(doc("odd.html", "text/html; charset=x-martian", cp1251))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("x-martian"), "{}", err.message());
+
     // One bad document in a stream fails alone; the others go in and keep their order.
     let requests = vec![
         corpus().remove(1),
