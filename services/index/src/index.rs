@@ -58,6 +58,9 @@ pub struct Index {
     collections: Arc<RwLock<HashMap<String, Arc<Collection>>>>,
 }
 
+/// Most passes of [`Index::retrieve`] when hidden chunks crowd out visible ones.
+const MAX_CANDIDATE_ROUNDS: usize = 3;
+
 /// Runs a write on its own task and waits for it. A write runs to its end even when the
 /// caller stops waiting (a request cancelled by its client or its deadline): stopped
 /// halfway, it would leave a half-written version or stray chunks for recovery at the next
@@ -761,8 +764,42 @@ impl Index {
         if params.top_k == 0 {
             return Ok(Vec::new());
         }
-        let candidates = params.candidates.max(params.top_k);
+        // Chunks of versions not (or no longer) visible take candidate slots. When they
+        // crowd out visible ones, ask again for more, up to MAX_CANDIDATE_ROUNDS times.
+        let mut candidates = params.candidates.max(params.top_k);
+        let mut round = 1;
+        loop {
+            let (dense, sparse, chunks, hidden) = self
+                .visible_candidates(&coll, query_text, query_vector, params, filter, candidates)
+                .await?;
+            let short = dense.len() < params.top_k || sparse.len() < params.top_k;
+            if hidden == 0 || !short || round == MAX_CANDIDATE_ROUNDS {
+                return Ok(fuse(&dense, &sparse, params.fusion, params.top_k, chunks));
+            }
+            candidates += hidden;
+            round += 1;
+        }
+    }
 
+    /// One pass of [`Index::retrieve`]: the top `candidates` of each retriever, kept to
+    /// visible chunks, with their stored fields, and how many hidden ones were dropped from
+    /// a retriever that returned all `candidates` (so more visible ones may lie below).
+    #[allow(clippy::type_complexity)]
+    async fn visible_candidates(
+        &self,
+        coll: &Collection,
+        query_text: &str,
+        query_vector: &[f32],
+        params: &RetrieveParams,
+        filter: &Filter,
+        candidates: usize,
+    ) -> Result<(
+        Vec<(Uuid, f32)>,
+        Vec<(Uuid, f32)>,
+        HashMap<Uuid, StoredChunk>,
+        usize,
+    )> {
+        let collection = coll.name.as_str();
         let dense = async {
             if query_vector.is_empty() || !params.fusion.uses_dense() {
                 Ok(Vec::new())
@@ -810,6 +847,7 @@ impl Index {
             .flat_map(|r| r.visible_chunks().iter().copied())
             .collect();
 
+        let (dense_found, sparse_found) = (dense.len(), sparse.len());
         let dense: Vec<(Uuid, f32)> = dense
             .into_iter()
             .filter(|(id, _)| visible.contains(id) && chunks.contains_key(id))
@@ -819,7 +857,12 @@ impl Index {
             .map(|(c, s)| (c.id, s))
             .filter(|(id, _)| visible.contains(id))
             .collect();
-        Ok(fuse(&dense, &sparse, params.fusion, params.top_k, chunks))
+        let hidden_below = |found: usize, kept: usize| {
+            if found == candidates { found - kept } else { 0 }
+        };
+        let hidden =
+            hidden_below(dense_found, dense.len()).max(hidden_below(sparse_found, sparse.len()));
+        Ok((dense, sparse, chunks, hidden))
     }
 
     async fn chunk_counts_in(&self, coll: &Collection, document_id: &str) -> Result<(u64, u64)> {
@@ -1340,6 +1383,47 @@ mod tests {
         let mut texts = visible_texts(&index, "walrus narwhal").await;
         texts.sort();
         assert_eq!(texts, vec!["walrus diet", "walrus tusks"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hidden_chunks_do_not_crowd_visible_ones_out_of_the_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).await.unwrap();
+        index.create_collection("c", spec()).await.unwrap();
+        let walrus = |a: &str, b: &str| {
+            vec![
+                new_chunk(0, &format!("walrus {a}"), [1.0, 0.0]),
+                new_chunk(1, &format!("walrus {b}"), [1.0, 0.0]),
+            ]
+        };
+        index
+            .put_document("c", new_doc("d", "h1"), walrus("tusks", "diet"))
+            .await
+            .unwrap();
+        index
+            .put_document("c", new_doc("e", "h1"), walrus("colony", "migration"))
+            .await
+            .unwrap();
+        // d's walrus chunks become hidden garbage; they tie with e's and rank first.
+        switch_leaving_garbage(&index).await;
+        for fusion in [Fusion::Dense, Fusion::Bm25, Fusion::default()] {
+            let params = RetrieveParams {
+                top_k: 2,
+                candidates: 2,
+                fusion,
+            };
+            let hits = index
+                .retrieve("c", "walrus", &[1.0, 0.0], &params, &Filter::default())
+                .await
+                .unwrap();
+            let mut texts: Vec<String> = hits.into_iter().map(|h| h.chunk.text).collect();
+            texts.sort();
+            assert_eq!(
+                texts,
+                vec!["walrus colony", "walrus migration"],
+                "{fusion:?}"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
