@@ -821,12 +821,12 @@ impl Engine {
     ) -> Result<Answer> {
         let started = Instant::now();
         let Ok(_turn) = self.asks.try_acquire() else {
-            let busy = Err(Error::Busy(format!(
+            let busy = Error::Busy(format!(
                 "{} questions are already being answered or waiting for the model; retry later",
                 self.config.max_concurrent_asks.max(1)
-            )));
-            telemetry::observe_ask(&busy, started.elapsed());
-            return busy;
+            ));
+            telemetry::observe_refused("ask", &busy);
+            return Err(busy);
         };
         let result = self.answer(query, deltas).await;
         telemetry::observe_ask(&result, started.elapsed());

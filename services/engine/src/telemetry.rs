@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use metrics::{counter, histogram};
 
-use crate::{Answer, Hit, IngestOutcome, IngestStatus, Result};
+use crate::{Answer, Error, Hit, IngestOutcome, IngestStatus, Result};
 
 /// One `Engine::ingest` call: documents by status (`created`, `replaced`, `unchanged`, or
 /// `failed` with the error's code), chunks written, and the call's duration.
@@ -66,4 +66,10 @@ pub(crate) fn observe_ask(result: &Result<Answer>, took: Duration) {
         }
     }
     histogram!("quire_ask_seconds").record(took.as_secs_f64());
+}
+
+/// A `call` refused before any work (too many in progress): counted as an error by code, and
+/// kept out of the duration summaries.
+pub(crate) fn observe_refused(call: &'static str, error: &Error) {
+    counter!("quire_request_errors_total", "call" => call, "code" => error.code()).increment(1);
 }
