@@ -13,6 +13,96 @@ const MAX_PARSE_WORK: u64 = 100_000_000;
 /// The namespace of HTML elements, as the parser assigns it.
 const HTML_NAMESPACE: &str = "http://www.w3.org/1999/xhtml";
 
+/// HTML's "special" elements: a generic end tag never closes past one of them.
+const SPECIAL: &[&str] = &[
+    "address",
+    "applet",
+    "area",
+    "article",
+    "aside",
+    "base",
+    "basefont",
+    "bgsound",
+    "blockquote",
+    "body",
+    "br",
+    "button",
+    "caption",
+    "center",
+    "col",
+    "colgroup",
+    "dd",
+    "details",
+    "dir",
+    "div",
+    "dl",
+    "dt",
+    "embed",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "footer",
+    "form",
+    "frame",
+    "frameset",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "head",
+    "header",
+    "hgroup",
+    "hr",
+    "html",
+    "iframe",
+    "img",
+    "input",
+    "keygen",
+    "li",
+    "link",
+    "listing",
+    "main",
+    "marquee",
+    "menu",
+    "meta",
+    "nav",
+    "noembed",
+    "noframes",
+    "noscript",
+    "object",
+    "ol",
+    "p",
+    "param",
+    "plaintext",
+    "pre",
+    "script",
+    "search",
+    "section",
+    "select",
+    "source",
+    "style",
+    "summary",
+    "table",
+    "tbody",
+    "td",
+    "template",
+    "textarea",
+    "tfoot",
+    "th",
+    "thead",
+    "title",
+    "tr",
+    "track",
+    "ul",
+    "wbr",
+    "xmp",
+];
+
+/// Most open elements a generic end tag looks back over for its match.
+const MAX_LOOK_BACK: usize = 64;
+
 /// Elements that never hold children.
 const VOID: &[&str] = &[
     "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
@@ -170,9 +260,26 @@ fn estimated_parse_work(src: &[u8]) -> u64 {
         i += tag_end;
         let neutral = VOID.contains(&name.as_str()) || SELF_LIMITING.contains(&name.as_str());
         if closing {
+            // A special element's end tag closes back to it; any other end tag closes the
+            // innermost element of its name unless a special element lies in between, and
+            // is ignored then, as the parser does. The look-back is bounded, and a tag it
+            // cannot place is ignored (an overestimate, the safe side).
+            let special = SPECIAL.contains(&name.as_str());
+            let found = || {
+                open.iter()
+                    .rev()
+                    .take(MAX_LOOK_BACK)
+                    .position(|n| *n == name || (!special && SPECIAL.contains(&n.as_str())))
+                    .map(|back| open.len() - 1 - back)
+                    .filter(|&at| open[at] == name)
+            };
             if !neutral
                 && counts.get(&name).is_some_and(|&n| n > 0)
-                && let Some(at) = open.iter().rposition(|n| *n == name)
+                && let Some(at) = if special {
+                    open.iter().rposition(|n| *n == name)
+                } else {
+                    found()
+                }
             {
                 // Each element scanned here is closed, so the scans add up to the pushes.
                 for closed in open.drain(at..) {
@@ -189,8 +296,15 @@ fn estimated_parse_work(src: &[u8]) -> u64 {
             let close = format!("</{name}");
             i += find_ignore_case(body, close.as_bytes()).unwrap_or(body.len());
         } else if !neutral {
-            *counts.entry(name.clone()).or_default() += 1;
-            open.push(name);
+            // In SVG and MathML `<x/>` closes itself; in HTML the slash is ignored.
+            let foreign = ["svg", "math"]
+                .iter()
+                .any(|f| counts.get(*f).is_some_and(|&n| n > 0));
+            let self_closed = tag_end >= 2 && rest.get(tag_end - 2) == Some(&b'/');
+            if !(foreign && self_closed) {
+                *counts.entry(name.clone()).or_default() += 1;
+                open.push(name);
+            }
         }
     }
     work

@@ -134,7 +134,8 @@ fn decode_as(bytes: &[u8], label: &str) -> Result<(Cow<'static, str>, TextEncodi
 
 /// [`decode`], honouring a declared charset: a byte-order mark still decides first; then
 /// `declared` (the media type's `charset`), which is followed even for bytes that are valid
-/// UTF-8; then, for HTML whose bytes are not valid UTF-8, a `<meta charset>`.
+/// UTF-8, and whose violation is an error; then, for HTML whose bytes are not valid UTF-8, a
+/// `<meta charset>`, followed when the bytes are valid in it.
 pub(crate) fn decode_declared<'a>(
     bytes: &'a [u8],
     declared: Option<&str>,
@@ -147,11 +148,27 @@ pub(crate) fn decode_declared<'a>(
         if let Some(label) = declared {
             return decode_as(bytes, label);
         }
+        // As browsers read a <meta> label: UTF-16 ones mean UTF-8 (a page that can be read
+        // as ASCII to find the tag is not UTF-16), x-user-defined means windows-1252, and an
+        // unknown one is ignored.
         if html
             && std::str::from_utf8(bytes).is_err()
             && let Some(label) = html_meta_charset(bytes)
+            && let Some(encoding) = encoding_rs::Encoding::for_label(label.as_bytes())
         {
-            return decode_as(bytes, &label);
+            let encoding = if encoding == encoding_rs::UTF_16LE || encoding == encoding_rs::UTF_16BE
+            {
+                encoding_rs::UTF_8
+            } else if encoding == encoding_rs::X_USER_DEFINED {
+                encoding_rs::WINDOWS_1252
+            } else {
+                encoding
+            };
+            // The page's own claim: when its bytes are not valid in it, read them as if it
+            // made none, rather than refuse the page.
+            if let Ok(decoded) = decode_as(bytes, encoding.name()) {
+                return Ok(decoded);
+            }
         }
     }
     decode(bytes)

@@ -124,6 +124,15 @@ fn a_declared_charset_is_followed_and_a_wrong_one_is_an_error() {
     assert_eq!(doc.text.trim(), "Grüße");
     assert_eq!(doc.encoding, Some(TextEncoding::Utf8));
 
+    // As browsers do, a <meta> naming UTF-16 means UTF-8, and an unknown one is ignored; a
+    // page whose bytes break its own <meta> is read as if it had none (here Latin-1).
+    let doc = load_default(b"<meta charset=\"utf-16\"><p>caf\xe9</p>", MediaType::Html).unwrap();
+    assert_eq!(doc.text.trim(), "café");
+    assert_eq!(doc.encoding, Some(TextEncoding::Latin1));
+    let doc = load_default(b"<meta charset=\"{{enc}}\"><p>caf\xe9</p>", MediaType::Html).unwrap();
+    assert_eq!(doc.text.trim(), "café");
+    assert_eq!(doc.encoding, Some(TextEncoding::Latin1));
+
     // A byte-order mark outranks the declaration.
     let doc = load_declared(
         "\u{feff}Grüße".as_bytes(),
@@ -342,6 +351,9 @@ fn pathologically_nested_html_is_rejected_quickly() {
         "<DIV\n>",
         "<div/>",
         "<div></x>",
+        // A generic end tag does not close past a special element.
+        "<span><div></span>",
+        "<b><div></b>",
     ] {
         let depth = 200_000;
         let mut src = open.repeat(depth);
@@ -365,6 +377,10 @@ fn pathologically_nested_html_is_rejected_quickly() {
         src.push_str(&format!("<p>para {i}<br><img src=x><li>item"));
     }
     src.push_str("<!-- <div><div><div> --><script>if (a<b) { x = '<div>'.repeat(9) }</script>");
+    // An inline SVG of many self-closed shapes: they close themselves there.
+    src.push_str("<svg>");
+    src.push_str(&"<path d=\"M0 0\"/><circle r=\"1\"/>".repeat(20_000));
+    src.push_str("</svg>");
     src.push_str(&"</div>".repeat(200));
     let doc = load_default(src.as_bytes(), MediaType::Html).unwrap();
     assert!(doc.text.contains("para 19999"));

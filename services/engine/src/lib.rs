@@ -27,7 +27,7 @@ pub use quire_index::{Filter, MetaCondition, MetaValue, Metadata};
 use quire_ingest::{Chunker, ChunkerConfig, Limits, MediaType};
 use quire_models::{Embedder, GenerationParams, Generator, LlmChoice, ReplyProbe, StopReason};
 use sha2::{Digest, Sha256};
-use tokio::sync::{OnceCell, OwnedMutexGuard, Semaphore, mpsc};
+use tokio::sync::{OnceCell, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, info};
 
 pub use config::{EngineConfig, RetrievalMode};
@@ -80,7 +80,8 @@ pub struct IngestOutcome {
     pub chunks: u32,
     /// SHA-256 of the bytes, lower-case hex.
     pub content_hash: String,
-    /// How a text document was decoded (`utf-8`, `utf-16le`, `utf-16be`, `latin-1`);
+    /// How a text document was decoded (`utf-8`, `utf-16le`, `utf-16be`, `latin-1`, or a
+    /// declared encoding's WHATWG name such as `windows-1251`);
     /// `None` for PDFs and for unchanged documents, which are not decoded.
     pub text_encoding: Option<&'static str>,
     /// Where the time went (zero for stages an unchanged document skipped).
@@ -251,8 +252,9 @@ pub struct Engine {
     cpu: Arc<Semaphore>,
     /// One lock per document being ingested, by (collection, id); see [`Engine::ingest`].
     documents: DocumentLocks,
-    /// `Ask` calls in progress, at most `max_concurrent_asks`.
-    asks: Semaphore,
+    /// `Ask` calls in progress, at most `max_concurrent_asks`. A call's permit is held by its
+    /// model work too, which can outlive a cancelled request.
+    asks: Arc<Semaphore>,
 }
 
 /// Locks keyed by (collection, document id), created on demand and dropped with their last
@@ -354,7 +356,7 @@ impl Engine {
         Ok(Engine {
             cpu: Arc::new(Semaphore::new(config.ingest_workers.max(1))),
             documents: DocumentLocks::default(),
-            asks: Semaphore::new(config.max_concurrent_asks.max(1)),
+            asks: Arc::new(Semaphore::new(config.max_concurrent_asks.max(1))),
             config,
             index,
             embedder: Arc::new(embedder),
@@ -502,7 +504,7 @@ impl Engine {
         doc: IncomingDocument,
     ) -> Result<IngestOutcome> {
         let collection = collection_name(collection);
-        let _document = self.documents.lock(collection, &doc.id).await;
+        let document = self.documents.lock(collection, &doc.id).await;
         validate_document_id(&doc.id)?;
         quire_index::metadata::validate_metadata(&doc.metadata)?;
         let media: MediaType = doc.media_type.parse()?;
@@ -620,7 +622,15 @@ impl Engine {
             metadata: doc.metadata,
         };
         let clock = Instant::now();
-        let outcome = self.index.put_document(collection, new_doc, chunks).await?;
+        // The write runs to its end on its own task, holding the document's lock, even if
+        // this request is cancelled: the next ingest of the document waits for it.
+        let (index, name) = (self.index.clone(), collection.to_string());
+        let outcome = tokio::spawn(async move {
+            let _document = document;
+            index.put_document(&name, new_doc, chunks).await
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("the write task failed: {e}")))??;
         timings.write = clock.elapsed();
         let (status, version, chunks) = match outcome {
             PutOutcome::Created { version, chunks } => (IngestStatus::Created, version, chunks),
@@ -652,7 +662,23 @@ impl Engine {
             return Err(Error::InvalidArgument("no document ids given".into()));
         }
         let mut out = DeleteOutcome::default();
-        for (id, existed) in self.index.delete_documents(collection, ids).await? {
+        // Each document's lock, in id order (an ingest holds one at a time, so no cycle):
+        // an ingest already under way finishes first, and none starts until the delete ends.
+        let mut sorted: Vec<&String> = ids.iter().collect();
+        sorted.sort();
+        sorted.dedup();
+        let mut locks = Vec::with_capacity(sorted.len());
+        for id in sorted {
+            locks.push(self.documents.lock(collection, id).await);
+        }
+        let (index, name, wanted) = (self.index.clone(), collection.to_string(), ids.to_vec());
+        let deleted = tokio::spawn(async move {
+            let _locks = locks;
+            index.delete_documents(&name, &wanted).await
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("the delete task failed: {e}")))??;
+        for (id, existed) in deleted {
             if existed {
                 out.deleted.push(id);
             } else {
@@ -820,7 +846,7 @@ impl Engine {
         deltas: Option<mpsc::UnboundedSender<String>>,
     ) -> Result<Answer> {
         let started = Instant::now();
-        let Ok(_turn) = self.asks.try_acquire() else {
+        let Ok(turn) = self.asks.clone().try_acquire_owned() else {
             let busy = Error::Busy(format!(
                 "{} questions are already being answered or waiting for the model; retry later",
                 self.config.max_concurrent_asks.max(1)
@@ -828,16 +854,18 @@ impl Engine {
             telemetry::observe_refused("ask", &busy);
             return Err(busy);
         };
-        let result = self.answer(query, deltas).await;
+        let result = self.answer(query, deltas, Arc::new(turn)).await;
         telemetry::observe_ask(&result, started.elapsed());
         result
     }
 
-    /// [`Engine::ask`], without the metrics.
+    /// [`Engine::ask`], without the metrics. `turn` is the call's place among
+    /// `max_concurrent_asks`; every blocking model task of the call holds a clone.
     async fn answer(
         &self,
         query: &AskQuery,
         deltas: Option<mpsc::UnboundedSender<String>>,
+        turn: Arc<OwnedSemaphorePermit>,
     ) -> Result<Answer> {
         let started = Instant::now();
         let top_k = match query.top_k {
@@ -895,7 +923,13 @@ impl Engine {
         })
         .await?;
         let messages = prompt::messages(&question, &blocks, self.config.answer_style);
+        let held = turn.clone();
         let generation = blocking(move || {
+            let _turn = held;
+            // A request cancelled while this waited for the pool: no model pass for it.
+            if deltas.as_ref().is_some_and(|tx| tx.is_closed()) {
+                return Err(Error::Internal("the request was cancelled".into()));
+            }
             let mut on_token = |piece: &str| match &deltas {
                 Some(tx) => tx.send(piece.to_string()).is_ok(),
                 None => true,
@@ -946,7 +980,7 @@ impl Engine {
                 // A cancelled request has no reader left: the check is not run for it.
                 let spans =
                     evidence_spans(&question, &generation.text, &answer.sentences, &sources);
-                check_answer(gen_for_check, question, &spans, min, &mut answer).await?;
+                check_answer(gen_for_check, question, &spans, min, &mut answer, turn).await?;
             }
         }
         answer.text = generation.text;
@@ -964,6 +998,7 @@ async fn check_answer(
     spans: &[(&str, std::ops::Range<usize>)],
     min: f32,
     answer: &mut Answer,
+    turn: Arc<OwnedSemaphorePermit>,
 ) -> Result<()> {
     if spans.is_empty() {
         answer.abstained = Some(
@@ -975,9 +1010,11 @@ async fn check_answer(
         .iter()
         .map(|&n| evidence_text(spans, n))
         .collect();
-    let (score, views) =
-        blocking(move || check_score(&generator, &question, &views).map(|score| (score, views)))
-            .await?;
+    let (score, views) = blocking(move || {
+        let _turn = turn;
+        check_score(&generator, &question, &views).map(|score| (score, views))
+    })
+    .await?;
     answer.verification_log_odds = Some(score);
     answer.verification_evidence = views;
     if score < min {

@@ -772,7 +772,11 @@ impl Index {
             let (dense, sparse, chunks, hidden) = self
                 .visible_candidates(&coll, query_text, query_vector, params, filter, candidates)
                 .await?;
-            let short = dense.len() < params.top_k || sparse.len() < params.top_k;
+            // Short: a retriever this fusion uses came back with fewer than top_k.
+            let short = (params.fusion.uses_dense()
+                && !query_vector.is_empty()
+                && dense.len() < params.top_k)
+                || (params.fusion.uses_bm25() && sparse.len() < params.top_k);
             if hidden == 0 || !short || round == MAX_CANDIDATE_ROUNDS {
                 return Ok(fuse(&dense, &sparse, params.fusion, params.top_k, chunks));
             }
