@@ -625,12 +625,11 @@ impl Engine {
         // The write runs to its end on its own task, holding the document's lock, even if
         // this request is cancelled: the next ingest of the document waits for it.
         let (index, name) = (self.index.clone(), collection.to_string());
-        let outcome = tokio::spawn(async move {
+        let outcome = detached(async move {
             let _document = document;
-            index.put_document(&name, new_doc, chunks).await
+            Ok(index.put_document(&name, new_doc, chunks).await?)
         })
-        .await
-        .map_err(|e| Error::Internal(format!("the write task failed: {e}")))??;
+        .await?;
         timings.write = clock.elapsed();
         let (status, version, chunks) = match outcome {
             PutOutcome::Created { version, chunks } => (IngestStatus::Created, version, chunks),
@@ -672,12 +671,11 @@ impl Engine {
             locks.push(self.documents.lock(collection, id).await);
         }
         let (index, name, wanted) = (self.index.clone(), collection.to_string(), ids.to_vec());
-        let deleted = tokio::spawn(async move {
+        let deleted = detached(async move {
             let _locks = locks;
-            index.delete_documents(&name, &wanted).await
+            Ok(index.delete_documents(&name, &wanted).await?)
         })
-        .await
-        .map_err(|e| Error::Internal(format!("the delete task failed: {e}")))??;
+        .await?;
         for (id, existed) in deleted {
             if existed {
                 out.deleted.push(id);
@@ -1238,6 +1236,18 @@ fn validate_document_id(id: &str) -> Result<()> {
 }
 
 /// Runs CPU-bound work off the async runtime.
+/// Runs `work` on its own task and waits for it: it runs to its end (and drops what it holds,
+/// such as document locks) even if the caller stops waiting.
+async fn detached<T, F>(work: F) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(work)
+        .await
+        .map_err(|e| Error::Internal(format!("worker task failed: {e}")))?
+}
+
 async fn blocking<T, F>(f: F) -> Result<T>
 where
     F: FnOnce() -> Result<T> + Send + 'static,

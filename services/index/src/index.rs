@@ -58,6 +58,19 @@ pub struct Index {
     collections: Arc<RwLock<HashMap<String, Arc<Collection>>>>,
 }
 
+/// One retrieval pass's candidates, kept to visible chunks.
+struct Candidates {
+    /// Dense hits, best first.
+    dense: Vec<(Uuid, f32)>,
+    /// BM25 hits, best first.
+    sparse: Vec<(Uuid, f32)>,
+    /// Stored fields of every kept candidate.
+    chunks: HashMap<Uuid, StoredChunk>,
+    /// How many hidden chunks a retriever that returned all its candidates dropped (so more
+    /// visible ones may lie below them).
+    hidden: usize,
+}
+
 /// Most passes of [`Index::retrieve`] when hidden chunks crowd out visible ones.
 const MAX_CANDIDATE_ROUNDS: usize = 3;
 
@@ -769,7 +782,12 @@ impl Index {
         let mut candidates = params.candidates.max(params.top_k);
         let mut round = 1;
         loop {
-            let (dense, sparse, chunks, hidden) = self
+            let Candidates {
+                dense,
+                sparse,
+                chunks,
+                hidden,
+            } = self
                 .visible_candidates(&coll, query_text, query_vector, params, filter, candidates)
                 .await?;
             // Short: a retriever this fusion uses came back with fewer than top_k.
@@ -786,9 +804,7 @@ impl Index {
     }
 
     /// One pass of [`Index::retrieve`]: the top `candidates` of each retriever, kept to
-    /// visible chunks, with their stored fields, and how many hidden ones were dropped from
-    /// a retriever that returned all `candidates` (so more visible ones may lie below).
-    #[allow(clippy::type_complexity)]
+    /// visible chunks ([`Candidates`]).
     async fn visible_candidates(
         &self,
         coll: &Collection,
@@ -797,12 +813,7 @@ impl Index {
         params: &RetrieveParams,
         filter: &Filter,
         candidates: usize,
-    ) -> Result<(
-        Vec<(Uuid, f32)>,
-        Vec<(Uuid, f32)>,
-        HashMap<Uuid, StoredChunk>,
-        usize,
-    )> {
+    ) -> Result<Candidates> {
         let collection = coll.name.as_str();
         let dense = async {
             if query_vector.is_empty() || !params.fusion.uses_dense() {
@@ -866,7 +877,12 @@ impl Index {
         };
         let hidden =
             hidden_below(dense_found, dense.len()).max(hidden_below(sparse_found, sparse.len()));
-        Ok((dense, sparse, chunks, hidden))
+        Ok(Candidates {
+            dense,
+            sparse,
+            chunks,
+            hidden,
+        })
     }
 
     async fn chunk_counts_in(&self, coll: &Collection, document_id: &str) -> Result<(u64, u64)> {

@@ -4,6 +4,7 @@ mod common;
 
 use common::{TestServer, corpus, doc, ingest_corpus, list_test_documents, retrieve};
 use quire_proto::v1 as pb;
+use std::time::Duration;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -927,6 +928,37 @@ async fn bad_input_gets_invalid_argument_and_the_server_keeps_serving() {
     server.stop().await;
 }
 
+/// An Ask for a long sampled answer (up to 4,096 tokens at temperature 2, so the model does
+/// not stop early), cancelled by the server when `deadline` passes.
+fn long_ask(seed: u64, deadline: Duration) -> tonic::Request<pb::AskRequest> {
+    let mut request = tonic::Request::new(pb::AskRequest {
+        collection: "test".into(),
+        question: "Tell the whole history of the Halvard Open chess tournament, at length.".into(),
+        generation: Some(pb::GenerationOptions {
+            max_tokens: Some(4096),
+            temperature: Some(2.0),
+            seed: Some(seed),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    request.set_timeout(deadline);
+    request
+}
+
+/// A short greedy Ask about the test corpus.
+fn short_ask(max_tokens: u32) -> pb::AskRequest {
+    pb::AskRequest {
+        collection: "test".into(),
+        question: "Who won the 2019 Halvard Open?".into(),
+        generation: Some(pb::GenerationOptions {
+            max_tokens: Some(max_tokens),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// A client that stops waiting (its deadline passes) stops the generation it asked for: the
 /// model, which serves one request at a time, is free for the next question at once. Three
 /// cancelled requests for 4,096 sampled tokens each would otherwise hold it for minutes.
@@ -936,26 +968,10 @@ async fn a_cancelled_ask_stops_generating_and_frees_the_model() {
     let server = TestServer::start(dir.path()).await;
     ingest_corpus(&mut server.ingest_client().await).await;
     server.engine.load_generator().await.unwrap();
-    let long = |seed| {
-        let mut request = tonic::Request::new(pb::AskRequest {
-            collection: "test".into(),
-            question: "Tell the whole history of the Halvard Open chess tournament, at length."
-                .into(),
-            generation: Some(pb::GenerationOptions {
-                max_tokens: Some(4096),
-                temperature: Some(2.0),
-                seed: Some(seed),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        request.set_timeout(std::time::Duration::from_secs(3));
-        request
-    };
     let mut cancelled = Vec::new();
     for seed in 1..=3 {
         let mut client = server.query_client().await;
-        let request = long(seed);
+        let request = long_ask(seed, Duration::from_secs(3));
         cancelled.push(tokio::spawn(async move { client.ask(request).await }));
     }
     for task in cancelled {
@@ -969,15 +985,7 @@ async fn a_cancelled_ask_stops_generating_and_frees_the_model() {
     let answer = server
         .query_client()
         .await
-        .ask(pb::AskRequest {
-            collection: "test".into(),
-            question: "Who won the 2019 Halvard Open?".into(),
-            generation: Some(pb::GenerationOptions {
-                max_tokens: Some(24),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        .ask(short_ask(24))
         .await
         .unwrap()
         .into_inner();
@@ -986,7 +994,7 @@ async fn a_cancelled_ask_stops_generating_and_frees_the_model() {
     // Generous: the answer itself takes a few seconds; the cancelled generations would
     // take minutes.
     assert!(
-        waited < std::time::Duration::from_secs(90),
+        waited < Duration::from_secs(90),
         "the next question waited {waited:?}"
     );
     server.stop().await;
@@ -1000,26 +1008,14 @@ async fn asks_beyond_the_limit_are_refused_at_once() {
     let server = TestServer::start_with(dir.path(), |c| c.max_concurrent_asks = 1).await;
     ingest_corpus(&mut server.ingest_client().await).await;
     server.engine.load_generator().await.unwrap();
-    let question = |max_tokens, temperature| pb::AskRequest {
-        collection: "test".into(),
-        question: "Tell the whole history of the Halvard Open chess tournament.".into(),
-        generation: Some(pb::GenerationOptions {
-            max_tokens: Some(max_tokens),
-            temperature: Some(temperature),
-            seed: Some(3),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let mut long = tonic::Request::new(question(4096, 2.0));
-    long.set_timeout(std::time::Duration::from_secs(4));
+    let long = long_ask(3, Duration::from_secs(4));
     let mut client = server.query_client().await;
     let first = tokio::spawn(async move { client.ask(long).await });
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let err = server
         .query_client()
         .await
-        .ask(question(8, 0.0))
+        .ask(short_ask(8))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
@@ -1031,9 +1027,9 @@ async fn asks_beyond_the_limit_are_refused_at_once() {
     // Its model work holds the place until it sees the cancellation (its next token).
     let mut freed = None;
     for _ in 0..40 {
-        match server.query_client().await.ask(question(8, 0.0)).await {
+        match server.query_client().await.ask(short_ask(8)).await {
             Err(e) if e.code() == Code::ResourceExhausted => {
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await
+                tokio::time::sleep(Duration::from_millis(250)).await
             }
             other => {
                 freed = Some(other);
