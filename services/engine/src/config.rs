@@ -96,6 +96,16 @@ pub struct EngineConfig {
     pub qdrant_api_key: Option<String>,
     /// Prefix of this deployment's collection names on the Qdrant server. Default: `quire_`.
     pub qdrant_collection_prefix: String,
+    /// Shards of each collection quire creates on the Qdrant server. Default: unset (the
+    /// server's default: one per node). Collections that exist keep their layout.
+    pub qdrant_shards: Option<u32>,
+    /// Copies of each shard on different Qdrant nodes, for new collections. Default: unset
+    /// (the server's default: 1, so losing a node loses its shards).
+    pub qdrant_replication_factor: Option<u32>,
+    /// Replicas that must have applied a write before the server acknowledges it, for new
+    /// collections. Default: unset (the server's default: 1). Set it to the replication factor
+    /// so that every acknowledged ingest is on every copy.
+    pub qdrant_write_consistency_factor: Option<u32>,
     /// After this many chunks written to a collection since its last optimisation, the
     /// ingest that crosses the mark also optimises it (vector compaction and HNSW build; the
     /// collection's writes wait meanwhile), so the index keeps up with a steady stream of
@@ -137,6 +147,9 @@ impl Default for EngineConfig {
             qdrant_url: None,
             qdrant_api_key: None,
             qdrant_collection_prefix: "quire_".into(),
+            qdrant_shards: None,
+            qdrant_replication_factor: None,
+            qdrant_write_consistency_factor: None,
         }
     }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use quire_index::{
     CollectionInfo, CollectionSpec, DocumentInfo, Fusion, Hit, Index, NewChunk, NewDocument,
-    PutOutcome, RemoteVectorStore, RetrieveParams,
+    PutOutcome, RemoteOptions, RemoteVectorStore, RetrieveParams,
 };
 pub use quire_index::{Filter, MetaCondition, MetaValue, Metadata};
 use quire_ingest::{Chunker, ChunkerConfig, Limits, MediaType};
@@ -290,6 +290,30 @@ impl DocumentLocks {
     }
 }
 
+/// Opens the stores `config` names: the catalog and the BM25 indexes in `data_dir`, and the
+/// vectors in the embedded store there or on the Qdrant server at `qdrant_url`. Work that an
+/// earlier process left unfinished is recovered before this returns, against those same stores.
+pub async fn open_index(config: &EngineConfig) -> Result<Index> {
+    Ok(match &config.qdrant_url {
+        None => Index::open(&config.data_dir).await?,
+        Some(url) => {
+            let vectors = RemoteVectorStore::connect(
+                url,
+                RemoteOptions {
+                    api_key: config.qdrant_api_key.clone(),
+                    prefix: config.qdrant_collection_prefix.clone(),
+                    shards: config.qdrant_shards,
+                    replication_factor: config.qdrant_replication_factor,
+                    write_consistency_factor: config.qdrant_write_consistency_factor,
+                },
+            )
+            .await?;
+            info!(url, "vectors on a Qdrant server");
+            Index::open_with_vector_store(&config.data_dir, Arc::new(vectors)).await?
+        }
+    })
+}
+
 impl Engine {
     /// Opens the stores in `config.data_dir` (recovering interrupted writes) and loads the
     /// embedder. The LLM is loaded on first use, or by [`Engine::load_generator`].
@@ -339,19 +363,7 @@ impl Engine {
             max_extracted_chars: config.max_extracted_chars,
             max_parse_time: Duration::from_millis(config.max_parse_ms),
         };
-        let index = match &config.qdrant_url {
-            None => Index::open(&config.data_dir).await?,
-            Some(url) => {
-                let vectors = RemoteVectorStore::connect(
-                    url,
-                    config.qdrant_api_key.clone(),
-                    &config.qdrant_collection_prefix,
-                )
-                .await?;
-                info!(url, "vectors on a Qdrant server");
-                Index::open_with_vector_store(&config.data_dir, Arc::new(vectors)).await?
-            }
-        };
+        let index = open_index(&config).await?;
         info!(data_dir = %config.data_dir.display(), embedder = embedder.model_id(), "engine open");
         Ok(Engine {
             cpu: Arc::new(Semaphore::new(config.ingest_workers.max(1))),

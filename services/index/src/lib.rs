@@ -34,7 +34,7 @@ pub use error::{Error, Result};
 pub use index::Index;
 pub use lexical::{ENGLISH_ANALYZER, LexicalChunk, LexicalIndex, english_analyzer};
 pub use metadata::{MetaCondition, MetaValue, Metadata};
-pub use remote::RemoteVectorStore;
+pub use remote::{RemoteOptions, RemoteVectorStore};
 pub use vector::{DOCUMENT_ID_KEY, EmbeddedVectorStore, VectorPoint, VectorStore};
 
 use uuid::Uuid;

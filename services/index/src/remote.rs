@@ -21,32 +21,69 @@ fn remote_err(e: impl std::fmt::Display) -> Error {
     Error::Vector(format!("qdrant server: {e}"))
 }
 
+/// How quire reaches a Qdrant server or cluster, and how it lays out the collections it creates.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteOptions {
+    /// API key the server requires; `None` sends none.
+    pub api_key: Option<String>,
+    /// Prefix of the collection names (letters, digits, `_`, `-`; may be empty), which keeps
+    /// several quire deployments apart on one cluster.
+    pub prefix: String,
+    /// Shards of a new collection; `None` leaves it to the server (one per node at creation).
+    pub shards: Option<u32>,
+    /// Copies of each shard, on different nodes; `None` leaves it to the server (1).
+    pub replication_factor: Option<u32>,
+    /// Replicas that must have applied a write before it is acknowledged; `None` leaves it to
+    /// the server (1). Equal to `replication_factor`, an acknowledged write is on every copy.
+    pub write_consistency_factor: Option<u32>,
+}
+
 /// Collections on a Qdrant server, named `<prefix><collection>`.
 ///
 /// Every write is sent with `wait = true`: the server has applied it and written it to its
-/// write-ahead log before the call returns, so [`VectorStore::flush`] has nothing left to do.
-/// The server builds its HNSW indexes itself, so [`VectorStore::optimize`] does nothing.
+/// write-ahead log (on `write_consistency_factor` replicas) before the call returns, so
+/// [`VectorStore::flush`] has nothing left to do. The server builds its HNSW indexes itself, so
+/// [`VectorStore::optimize`] does nothing.
 pub struct RemoteVectorStore {
     client: Qdrant,
-    prefix: String,
+    options: RemoteOptions,
 }
 
 impl RemoteVectorStore {
     /// Connects to the server's gRPC endpoint (`http://host:6334`) and checks that it answers.
-    /// `prefix` (letters, digits, `_`, `-`; may be empty) keeps several quire deployments
-    /// apart on one cluster.
     ///
-    /// Errors: [`Error::InvalidArgument`] for a bad prefix, [`Error::Vector`] when the server
-    /// cannot be reached.
-    pub async fn connect(url: &str, api_key: Option<String>, prefix: &str) -> Result<Self> {
+    /// Errors: [`Error::InvalidArgument`] for a bad prefix or a zero shard, replica or
+    /// consistency count (or a consistency factor above the replication factor),
+    /// [`Error::Vector`] when the server cannot be reached.
+    pub async fn connect(url: &str, options: RemoteOptions) -> Result<Self> {
+        let prefix = &options.prefix;
         if !prefix.is_empty() && !is_plain_name(prefix, 64) {
             return Err(Error::InvalidArgument(format!(
                 "invalid Qdrant collection prefix `{prefix}`: use up to 64 characters from \
                  [A-Za-z0-9_-]"
             )));
         }
+        for (name, value) in [
+            ("shards", options.shards),
+            ("replication factor", options.replication_factor),
+            ("write consistency factor", options.write_consistency_factor),
+        ] {
+            if value == Some(0) {
+                return Err(Error::InvalidArgument(format!(
+                    "the Qdrant {name} must be at least 1"
+                )));
+            }
+        }
+        if let (Some(w), Some(r)) = (options.write_consistency_factor, options.replication_factor)
+            && w > r
+        {
+            return Err(Error::InvalidArgument(format!(
+                "the Qdrant write consistency factor ({w}) cannot exceed the replication \
+                 factor ({r})"
+            )));
+        }
         let client = Qdrant::from_url(url)
-            .api_key(api_key)
+            .api_key(options.api_key.clone())
             .skip_compatibility_check()
             .build()
             .map_err(remote_err)?;
@@ -54,14 +91,11 @@ impl RemoteVectorStore {
             .health_check()
             .await
             .map_err(|e| Error::Vector(format!("qdrant server at {url} does not answer: {e}")))?;
-        Ok(RemoteVectorStore {
-            client,
-            prefix: prefix.to_string(),
-        })
+        Ok(RemoteVectorStore { client, options })
     }
 
     fn name(&self, collection: &str) -> String {
-        format!("{}{collection}", self.prefix)
+        format!("{}{collection}", self.options.prefix)
     }
 
     /// True when the server has a collection of this (prefixed) name.
@@ -170,10 +204,18 @@ impl VectorStore for RemoteVectorStore {
         if self.exists(&name).await? {
             return Ok(());
         }
-        let create = CreateCollectionBuilder::new(&name).vectors_config(VectorParamsBuilder::new(
-            u64::from(dimension),
-            Distance::Cosine,
-        ));
+        let mut create = CreateCollectionBuilder::new(&name).vectors_config(
+            VectorParamsBuilder::new(u64::from(dimension), Distance::Cosine),
+        );
+        if let Some(n) = self.options.shards {
+            create = create.shard_number(n);
+        }
+        if let Some(n) = self.options.replication_factor {
+            create = create.replication_factor(n);
+        }
+        if let Some(n) = self.options.write_consistency_factor {
+            create = create.write_consistency_factor(n);
+        }
         match self.client.create_collection(create).await {
             Ok(_) => Ok(()),
             // Another writer created it between the check and the call.

@@ -4,8 +4,8 @@
 use std::ops::Bound;
 
 use quire_index::{
-    EmbeddedVectorStore, Filter, MetaCondition, MetaValue, Metadata, RemoteVectorStore,
-    VectorPoint, VectorStore,
+    EmbeddedVectorStore, Filter, MetaCondition, MetaValue, Metadata, RemoteOptions,
+    RemoteVectorStore, VectorPoint, VectorStore,
 };
 use uuid::Uuid;
 
@@ -178,10 +178,11 @@ async fn qdrant_server_keeps_the_contract() {
         );
         return;
     };
-    let api_key = std::env::var("QDRANT_API_KEY").ok();
-    let prefix = format!("quire_test_{}_", std::process::id());
-    let store = RemoteVectorStore::connect(&url, api_key, &prefix)
-        .await
-        .unwrap();
+    let options = RemoteOptions {
+        api_key: std::env::var("QDRANT_API_KEY").ok(),
+        prefix: format!("quire_test_{}_", std::process::id()),
+        ..Default::default()
+    };
+    let store = RemoteVectorStore::connect(&url, options).await.unwrap();
     contract(&store, "contract").await;
 }

@@ -1,4 +1,5 @@
-//! The client commands: `ingest`, `ask` and `search`, speaking gRPC to a running server.
+//! The client commands: `ingest`, `ask`, `search` and `health`, speaking gRPC to a running
+//! server.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -80,6 +81,51 @@ impl Connection {
         };
         Ok(InterceptedService::new(channel, Bearer(header)))
     }
+}
+
+/// Options of `quire health`.
+#[derive(Args)]
+pub struct HealthArgs {
+    /// Server address; overrides the config file's `endpoint`.
+    #[arg(long, env = "QUIRE_ENDPOINT")]
+    endpoint: Option<String>,
+    /// Service to ask about, such as `quire.v1.QueryService`; empty asks about the server as
+    /// a whole.
+    #[arg(long, default_value = "")]
+    service: String,
+    /// Seconds to wait for the connection and for the answer, each.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+}
+
+/// Asks the server's `grpc.health.v1.Health` service about `args.service` and prints the
+/// status. Succeeds only when it is SERVING; an unreachable server or an unknown service is
+/// an error. Health needs no API key.
+pub async fn health(cfg: &Config, args: HealthArgs) -> Result<ExitCode, BoxError> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let timeout = Duration::try_from_secs_f64(args.timeout)
+        .map_err(|_| "--timeout must be a non-negative number of seconds")?;
+    let endpoint = args.endpoint.unwrap_or_else(|| cfg.endpoint.clone());
+    let channel = Endpoint::from_shared(endpoint)?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect()
+        .await?;
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: args.service,
+        })
+        .await?
+        .into_inner();
+    let status = ServingStatus::try_from(reply.status).unwrap_or(ServingStatus::Unknown);
+    println!("{}", status.as_str_name());
+    Ok(if status == ServingStatus::Serving {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[derive(Args)]

@@ -43,6 +43,9 @@ enum Command {
     Ask(client::AskArgs),
     /// Prints the fused hits for a query.
     Search(client::SearchArgs),
+    /// Asks a server's gRPC health service whether it serves; prints the status and exits 0
+    /// only on SERVING (for container health checks).
+    Health(client::HealthArgs),
     /// Installs or checks the model files.
     Models {
         #[command(subcommand)]
@@ -50,7 +53,8 @@ enum Command {
     },
     /// Prints the configuration in effect, as TOML.
     Config(EngineArgs),
-    /// Opens a data directory (recovering interrupted work, as `serve` does) and checks every
+    /// Opens a data directory and its vector store (the embedded one, or the Qdrant server at
+    /// `qdrant_url`), recovering interrupted work as `serve` does, and checks every
     /// collection's catalog against both stores. Exits non-zero on any inconsistency. Run it
     /// while no server uses the directory.
     Check(EngineArgs),
@@ -139,6 +143,15 @@ struct EngineArgs {
     /// API key for the Qdrant server.
     #[arg(long, env = "QUIRE_QDRANT_API_KEY", hide_env_values = true)]
     qdrant_api_key: Option<String>,
+    /// Shards of each collection created on the Qdrant server.
+    #[arg(long, env = "QUIRE_QDRANT_SHARDS")]
+    qdrant_shards: Option<u32>,
+    /// Copies of each shard, on different Qdrant nodes, for new collections.
+    #[arg(long, env = "QUIRE_QDRANT_REPLICATION_FACTOR")]
+    qdrant_replication_factor: Option<u32>,
+    /// Replicas that must have a write before Qdrant acknowledges it, for new collections.
+    #[arg(long, env = "QUIRE_QDRANT_WRITE_CONSISTENCY_FACTOR")]
+    qdrant_write_consistency_factor: Option<u32>,
     /// API key that `quire.v1` calls must carry as `authorization: Bearer <key>` (serve).
     #[arg(long, env = "QUIRE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -197,6 +210,15 @@ impl EngineArgs {
         }
         if let Some(v) = self.qdrant_api_key {
             cfg.engine.qdrant_api_key = Some(v);
+        }
+        if let Some(v) = self.qdrant_shards {
+            cfg.engine.qdrant_shards = Some(v);
+        }
+        if let Some(v) = self.qdrant_replication_factor {
+            cfg.engine.qdrant_replication_factor = Some(v);
+        }
+        if let Some(v) = self.qdrant_write_consistency_factor {
+            cfg.engine.qdrant_write_consistency_factor = Some(v);
         }
         if let Some(v) = self.api_key {
             cfg.api_key = Some(v);
@@ -299,18 +321,21 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check(args) => check(&args.apply(cfg).engine.data_dir).await,
+        Command::Check(args) => check(&args.apply(cfg).engine).await,
         Command::Bench { command } => bench::run(&cfg.engine, command).await,
         Command::Eval { command } => eval::run(&cfg.engine, command).await,
         Command::Extract(args) => extract::run(&cfg.engine, args),
         Command::Ingest(args) => client::ingest(&cfg, args).await,
         Command::Ask(args) => client::ask(&cfg, args).await,
         Command::Search(args) => client::search(&cfg, args).await,
+        Command::Health(args) => client::health(&cfg, args).await,
     }
 }
 
-async fn check(data_dir: &std::path::Path) -> Result<ExitCode, BoxError> {
-    let index = quire_index::Index::open(data_dir).await?;
+/// Checks every collection against the stores the configuration names (the Qdrant server's
+/// when `qdrant_url` is set, as `serve` would use).
+async fn check(engine: &quire_engine::EngineConfig) -> Result<ExitCode, BoxError> {
+    let index = quire_engine::open_index(engine).await?;
     let mut consistent = true;
     for c in index.list_collections().await? {
         let r = index.check(&c.name).await?;
@@ -342,6 +367,28 @@ async fn check(data_dir: &std::path::Path) -> Result<ExitCode, BoxError> {
     })
 }
 
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM, the signal container runtimes and Kubernetes send
+/// to stop a process.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("cannot watch for SIGTERM ({e}); only Ctrl-C stops the server")
+            }
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 async fn serve(cfg: Config, preload_llm: bool) -> Result<(), BoxError> {
     if let Some(addr) = cfg.metrics_listen {
         metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -365,8 +412,8 @@ async fn serve(cfg: Config, preload_llm: bool) -> Result<(), BoxError> {
     // Scripts wait for this line on stdout.
     println!("quire listening on {addr}");
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new requests; those in flight finish first");
     };
     quire_server::serve(engine, listener, options, shutdown).await?;
     Ok(())

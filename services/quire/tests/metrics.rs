@@ -5,22 +5,10 @@ use std::net::{TcpListener, TcpStream};
 
 mod common;
 
-use common::Server;
+use common::{Server, text_document};
 use quire_proto::v1 as pb;
 use quire_proto::v1::ingest_service_client::IngestServiceClient;
 use quire_proto::v1::query_service_client::QueryServiceClient;
-
-fn document(id: &str, content: &str) -> pb::IngestDocumentRequest {
-    pb::IngestDocumentRequest {
-        collection: "m".into(),
-        document: Some(pb::Document {
-            id: id.into(),
-            media_type: "text/plain".into(),
-            content: content.as_bytes().to_vec(),
-            ..Default::default()
-        }),
-    }
-}
 
 /// The body of `GET /metrics`.
 fn scrape(addr: &str) -> String {
@@ -51,15 +39,23 @@ async fn serve_publishes_ingest_retrieval_and_ask_metrics() {
         .await
         .unwrap();
     ingest
-        .ingest_document(document("a.txt", "The ferry to Ostby leaves at 7:40."))
+        .ingest_document(text_document(
+            "m",
+            "a.txt",
+            "The ferry to Ostby leaves at 7:40.",
+        ))
         .await
         .unwrap();
     ingest
-        .ingest_document(document("a.txt", "The ferry to Ostby leaves at 7:40."))
+        .ingest_document(text_document(
+            "m",
+            "a.txt",
+            "The ferry to Ostby leaves at 7:40.",
+        ))
         .await
         .unwrap();
     let err = ingest
-        .ingest_document(document("empty.txt", "  "))
+        .ingest_document(text_document("m", "empty.txt", "  "))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);

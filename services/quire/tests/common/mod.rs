@@ -4,8 +4,23 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use quire_proto::v1 as pb;
+
+/// An ingest request for a plain-text document.
+pub fn text_document(collection: &str, id: &str, content: &str) -> pb::IngestDocumentRequest {
+    pb::IngestDocumentRequest {
+        collection: collection.into(),
+        document: Some(pb::Document {
+            id: id.into(),
+            media_type: "text/plain".into(),
+            content: content.as_bytes().to_vec(),
+            ..Default::default()
+        }),
+    }
+}
 
 /// A running `quire serve`, killed with SIGKILL when dropped.
 pub struct Server {
@@ -48,6 +63,24 @@ impl Server {
         Server {
             child,
             url: format!("http://{addr}"),
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the process to exit; returns its exit
+    /// status, or `None` if it is still running.
+    pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        let pid = i32::try_from(self.child.id()).expect("pid fits i32");
+        // SAFETY: kill(2) only sends a signal, to this test's own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
