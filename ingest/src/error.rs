@@ -44,6 +44,10 @@ pub enum Error {
     /// Extracting the PDF's text ran past [`crate::Limits::max_parse_time`].
     #[error("reading the PDF took longer than the limit of {limit_ms} ms")]
     TimeLimit { limit_ms: u128 },
+    /// Reading the PDF in a separate process needed more memory than that process may use
+    /// (`limit` bytes of address space); only callers that read PDFs that way report it.
+    #[error("reading the PDF needed more than the limit of {limit} bytes of memory")]
+    MemoryLimit { limit: u64 },
     /// The PDF has pages but no text layer (for example a scan).
     #[error("the PDF has no extractable text (it may be scanned images without a text layer)")]
     NoExtractableText,

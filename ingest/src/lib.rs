@@ -10,6 +10,7 @@ mod html;
 mod markdown;
 mod pdf;
 mod text;
+pub mod wire;
 
 #[cfg(feature = "test-util")]
 pub mod testing;

@@ -35,6 +35,19 @@ pub struct EngineConfig {
     pub max_extracted_chars: usize,
     /// Longest a PDF's text extraction may run, in milliseconds. Default: 30,000.
     pub max_parse_ms: u64,
+    /// Read each PDF in a child process (quire's own binary; see [`Self::pdf_reader`]) whose
+    /// memory is capped at `pdf_memory_limit_bytes` and which is killed 5 s past
+    /// `max_parse_ms`, so a hostile file fails alone instead of taking the server with it.
+    /// Default: true. Off, PDFs are parsed in the server's own process.
+    pub isolate_pdf: bool,
+    /// Address space the process reading one PDF may use, in bytes; a PDF that needs more is
+    /// rejected with `memory_limit`. Default: 2 GiB.
+    pub pdf_memory_limit_bytes: u64,
+    /// The program that reads PDFs when `isolate_pdf` is on, started as
+    /// `PROGRAM pdf-worker --limits JSON --memory-limit BYTES`. Not a setting: `quire serve` sets it to its own
+    /// binary. Without it PDFs are parsed in-process.
+    #[serde(skip)]
+    pub pdf_reader: Option<PathBuf>,
     /// Longest one document's processing (parse, chunk, embed) may run once it has a
     /// worker, in milliseconds; past it the document fails with `time_limit` and nothing of
     /// it is written. Default: 600,000.
@@ -127,6 +140,9 @@ impl Default for EngineConfig {
             max_decompressed_bytes: 256 << 20,
             max_extracted_chars: 20_000_000,
             max_parse_ms: 30_000,
+            isolate_pdf: true,
+            pdf_memory_limit_bytes: 2 << 30,
+            pdf_reader: None,
             max_document_ms: 600_000,
             default_top_k: 10,
             candidates: 50,

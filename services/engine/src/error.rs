@@ -85,6 +85,7 @@ impl Error {
                 IngestError::TooLarge { .. } => "too_large",
                 IngestError::TooManyPages { .. } => "too_many_pages",
                 IngestError::DecompressedTooLarge { .. } => "decompressed_too_large",
+                IngestError::MemoryLimit { .. } => "memory_limit",
                 IngestError::Pdf(_) => "corrupt_pdf",
                 IngestError::Encrypted => "encrypted",
                 IngestError::NoExtractableText => "no_extractable_text",

@@ -11,6 +11,7 @@ pub mod citations;
 mod config;
 mod error;
 pub mod packing;
+pub mod pdf_worker;
 pub mod prompt;
 pub mod support;
 mod telemetry;
@@ -25,6 +26,8 @@ use quire_index::{
 };
 pub use quire_index::{Filter, MetaCondition, MetaValue, Metadata};
 use quire_ingest::{Chunker, ChunkerConfig, Limits, MediaType};
+
+use crate::pdf_worker::PdfWorker;
 use quire_models::{Embedder, GenerationParams, Generator, LlmChoice, ReplyProbe, StopReason};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OnceCell, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, mpsc};
@@ -246,6 +249,8 @@ pub struct Engine {
     embedder: Arc<Embedder>,
     chunker: Arc<Chunker>,
     limits: Limits,
+    /// Reads PDFs in a child process when set (`isolate_pdf` with a `pdf_reader`).
+    pdf_worker: Option<PdfWorker>,
     llm: LlmChoice,
     generator: OnceCell<Arc<Generator>>,
     /// Parse-and-embed slots (`ingest_workers`), held until that work ends.
@@ -364,8 +369,21 @@ impl Engine {
             max_parse_time: Duration::from_millis(config.max_parse_ms),
         };
         let index = open_index(&config).await?;
-        info!(data_dir = %config.data_dir.display(), embedder = embedder.model_id(), "engine open");
+        let pdf_worker = match (&config.pdf_reader, config.isolate_pdf) {
+            (Some(program), true) => Some(PdfWorker {
+                program: program.clone(),
+                memory_limit: config.pdf_memory_limit_bytes,
+            }),
+            _ => None,
+        };
+        info!(
+            data_dir = %config.data_dir.display(),
+            embedder = embedder.model_id(),
+            pdf_in_child_process = pdf_worker.is_some(),
+            "engine open"
+        );
         Ok(Engine {
+            pdf_worker,
             cpu: Arc::new(Semaphore::new(config.ingest_workers.max(1))),
             documents: DocumentLocks::default(),
             asks: Arc::new(Semaphore::new(config.max_concurrent_asks.max(1))),
@@ -576,10 +594,11 @@ impl Engine {
             queue: queued.elapsed(),
             ..StageTimings::default()
         };
-        let (embedder, chunker, limits) = (
+        let (embedder, chunker, limits, pdf_worker) = (
             self.embedder.clone(),
             self.chunker.clone(),
             self.limits.clone(),
+            self.pdf_worker.clone(),
         );
         let size = doc.content.len() as u64;
         let content = doc.content;
@@ -589,7 +608,10 @@ impl Engine {
             let mut t = timings;
             let clock = Instant::now();
             let deadline = clock + Duration::from_millis(limit_ms);
-            let loaded = quire_ingest::load_declared(&content, media, charset.as_deref(), &limits)?;
+            let loaded = match (&pdf_worker, media) {
+                (Some(worker), MediaType::Pdf) => worker.load(&content, &limits)?,
+                _ => quire_ingest::load_declared(&content, media, charset.as_deref(), &limits)?,
+            };
             t.parse = clock.elapsed();
             let clock = Instant::now();
             let chunks = chunker.chunk(&loaded, media);

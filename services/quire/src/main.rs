@@ -65,6 +65,17 @@ enum Command {
     },
     /// Extracts documents locally, without a server, and prints their text or a summary line.
     Extract(extract::ExtractArgs),
+    /// Reads one PDF from stdin and writes its text or error to stdout, for `serve`, which
+    /// runs it as a child process with capped memory (`isolate_pdf`). Not for direct use.
+    #[command(hide = true)]
+    PdfWorker {
+        /// The limits, as the server encodes them.
+        #[arg(long)]
+        limits: String,
+        /// Address space this process may use, in bytes; set before the PDF is read.
+        #[arg(long)]
+        memory_limit: u64,
+    },
     /// Quality evaluations on public datasets (retrieval on BEIR, answers on SQuAD).
     Eval {
         #[command(subcommand)]
@@ -248,6 +259,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::PdfWorker {
+        limits,
+        memory_limit,
+    } = &cli.command
+    {
+        return pdf_worker(limits, *memory_limit);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -324,6 +342,8 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         Command::Check(args) => check(&args.apply(cfg).engine).await,
         Command::Bench { command } => bench::run(&cfg.engine, command).await,
         Command::Eval { command } => eval::run(&cfg.engine, command).await,
+        // Handled in main, before the runtime starts.
+        Command::PdfWorker { .. } => Ok(ExitCode::SUCCESS),
         Command::Extract(args) => extract::run(&cfg.engine, args),
         Command::Ingest(args) => client::ingest(&cfg, args).await,
         Command::Ask(args) => client::ask(&cfg, args).await,
@@ -367,6 +387,52 @@ async fn check(engine: &quire_engine::EngineConfig) -> Result<ExitCode, BoxError
     })
 }
 
+/// The child side of `isolate_pdf`: caps its own address space at `memory_limit` (and core
+/// dumps at 0), reads a PDF on stdin, writes [`quire_ingest::wire::load_pdf_to_wire`]'s reply
+/// on stdout. Runs without the async runtime, so the process holds nothing but the parse. An
+/// allocation past the cap aborts it with "memory allocation of N bytes failed" on stderr,
+/// which the server reports as `memory_limit`.
+fn pdf_worker(limits: &str, memory_limit: u64) -> ExitCode {
+    use std::io::{Read, Write};
+    #[cfg(unix)]
+    for (resource, value) in [(libc::RLIMIT_AS, memory_limit), (libc::RLIMIT_CORE, 0)] {
+        let limit = libc::rlimit {
+            rlim_cur: value,
+            rlim_max: value,
+        };
+        // SAFETY: setrlimit reads only the struct passed to it.
+        if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+            eprintln!(
+                "error: cannot set the memory limit: {}",
+                std::io::Error::last_os_error()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    let limits = match quire_ingest::wire::decode_limits(limits) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut bytes = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
+        eprintln!("error: cannot read the PDF from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let reply = quire_ingest::wire::load_pdf_to_wire(&bytes, &limits);
+    drop(bytes);
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&reply).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write the reply: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM, the signal container runtimes and Kubernetes send
 /// to stop a process.
 async fn shutdown_signal() {
@@ -389,7 +455,16 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-async fn serve(cfg: Config, preload_llm: bool) -> Result<(), BoxError> {
+async fn serve(mut cfg: Config, preload_llm: bool) -> Result<(), BoxError> {
+    if cfg.engine.isolate_pdf {
+        let program = std::env::current_exe().map_err(|e| {
+            format!(
+                "cannot find quire's own binary to read PDFs in a child process ({e}); \
+                 set isolate_pdf = false to read them in-process"
+            )
+        })?;
+        cfg.engine.pdf_reader = Some(program);
+    }
     if let Some(addr) = cfg.metrics_listen {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)

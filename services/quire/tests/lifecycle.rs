@@ -7,11 +7,10 @@ use std::time::Duration;
 
 mod common;
 
-use common::{Server, text_document};
+use common::{Server, text_document, top_hit};
 use quire_proto::v1 as pb;
 use quire_proto::v1::document_result::Status;
 use quire_proto::v1::ingest_service_client::IngestServiceClient;
-use quire_proto::v1::query_service_client::QueryServiceClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -118,24 +117,17 @@ async fn sigterm_finishes_the_open_stream_and_keeps_its_documents() {
 
     // Both documents are there after a restart.
     let server = Server::start(&data, &log);
-    let mut query = QueryServiceClient::connect(server.url.clone())
-        .await
-        .unwrap();
     for (question, want) in [
         ("What colour is the lamp room?", "before.txt"),
         ("How often does the fog bell ring?", "after.txt"),
     ] {
-        let hits = query
-            .retrieve(pb::RetrieveRequest {
-                collection: COLLECTION.into(),
-                query: question.into(),
-                top_k: 1,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .hits;
-        assert_eq!(hits.first().map(|h| h.document_id.as_str()), Some(want));
+        let hit = top_hit(
+            &server.url,
+            COLLECTION,
+            question,
+            pb::RetrievalMode::Unspecified,
+        )
+        .await;
+        assert_eq!(hit.map(|h| h.document_id), Some(want.to_string()));
     }
 }

@@ -8,10 +8,9 @@ use std::process::Command;
 
 mod common;
 
-use common::{Server, text_document};
+use common::{Server, text_document, top_hit};
 use quire_proto::v1 as pb;
 use quire_proto::v1::ingest_service_client::IngestServiceClient;
-use quire_proto::v1::query_service_client::QueryServiceClient;
 
 const COLLECTION: &str = "e2e";
 
@@ -46,21 +45,11 @@ fn config(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// The document of the best dense hit: the answer comes from the Qdrant server, not BM25.
 async fn top_document(url: &str, question: &str) -> Option<String> {
-    let mut query = QueryServiceClient::connect(url.to_string()).await.unwrap();
-    let hits = query
-        .retrieve(pb::RetrieveRequest {
-            collection: COLLECTION.into(),
-            query: question.into(),
-            top_k: 1,
-            mode: pb::RetrievalMode::Dense as i32,
-            ..Default::default()
-        })
+    top_hit(url, COLLECTION, question, pb::RetrievalMode::Dense)
         .await
-        .unwrap()
-        .into_inner()
-        .hits;
-    hits.first().map(|h| h.document_id.clone())
+        .map(|h| h.document_id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

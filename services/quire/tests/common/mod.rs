@@ -22,6 +22,33 @@ pub fn text_document(collection: &str, id: &str, content: &str) -> pb::IngestDoc
     }
 }
 
+/// The best hit for `query` in `collection` on the server at `url`, by `mode`.
+pub async fn top_hit(
+    url: &str,
+    collection: &str,
+    query: &str,
+    mode: pb::RetrievalMode,
+) -> Option<pb::Hit> {
+    let mut client =
+        quire_proto::v1::query_service_client::QueryServiceClient::connect(url.to_string())
+            .await
+            .expect("server reachable");
+    client
+        .retrieve(pb::RetrieveRequest {
+            collection: collection.into(),
+            query: query.into(),
+            top_k: 1,
+            mode: mode as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("retrieve succeeds")
+        .into_inner()
+        .hits
+        .into_iter()
+        .next()
+}
+
 /// A running `quire serve`, killed with SIGKILL when dropped.
 pub struct Server {
     child: Child,

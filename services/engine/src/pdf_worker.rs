@@ -1,0 +1,129 @@
+//! Reading PDFs in a child process, so that a hostile file cannot take the server's memory or
+//! time: lopdf parses a whole file before quire's limits can act, and a 200 KB PDF whose object
+//! stream lists one large array 20,000 times asks for gigabytes.
+//!
+//! The child is quire's own binary running its hidden `pdf-worker` command: it caps its own
+//! address space at `--memory-limit` before reading the PDF on stdin, and answers with
+//! [`quire_ingest::wire::load_pdf_to_wire`]'s output. The child caps itself so that it can be
+//! started with `posix_spawn`: forking the server, with its models mapped, cost about 17 ms a
+//! PDF. It is killed when it outlives the parse-time limit by [`GRACE`].
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use quire_ingest::{Document, Error as IngestError, Limits, wire};
+
+/// How long the child may run past [`Limits::max_parse_time`] (process start, lopdf's load,
+/// which cannot be interrupted from inside) before it is killed.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// The program that reads PDFs, and the memory each of its runs may use.
+#[derive(Debug, Clone)]
+pub struct PdfWorker {
+    /// The program; it is started as `PROGRAM pdf-worker --limits JSON --memory-limit BYTES`.
+    pub program: PathBuf,
+    /// Address space the child may map, in bytes (`RLIMIT_AS`, which the child sets).
+    pub memory_limit: u64,
+}
+
+impl PdfWorker {
+    /// Reads `bytes` as a PDF in a fresh child process and returns what
+    /// [`quire_ingest::load`] would have. Errors beyond that function's own: the child ran
+    /// out of its memory ([`IngestError::MemoryLimit`]), outlived the time limit
+    /// ([`IngestError::TimeLimit`]), or died otherwise ([`IngestError::Pdf`]). Either way the
+    /// child is gone when this returns.
+    pub fn load(&self, bytes: &[u8], limits: &Limits) -> Result<Document, crate::Error> {
+        let mut command = Command::new(&self.program);
+        command
+            .arg("pdf-worker")
+            .arg("--limits")
+            .arg(wire::encode_limits(limits))
+            .arg("--memory-limit")
+            .arg(self.memory_limit.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|e| {
+            crate::Error::Internal(format!(
+                "cannot start the PDF reader {}: {e}",
+                self.program.display()
+            ))
+        })?;
+        let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(crate::Error::Internal("the PDF reader has no pipes".into()));
+        };
+        let deadline = Instant::now() + limits.max_parse_time + GRACE;
+        let (status, reply, diagnostics) = std::thread::scope(|s| {
+            // A child that dies early closes its stdin; the write error is then moot.
+            s.spawn(move || {
+                let _ = stdin.write_all(bytes);
+            });
+            let (done, reply) = std::sync::mpsc::channel();
+            s.spawn(move || {
+                let mut buf = Vec::new();
+                let _ = stdout.read_to_end(&mut buf);
+                let _ = done.send(buf);
+            });
+            let err = s.spawn(move || {
+                let mut buf = Vec::new();
+                let _ = (&mut stderr).take(64 << 10).read_to_end(&mut buf);
+                buf
+            });
+            // The reply is complete when the child closes its stdout, which it does by
+            // exiting; then it has until the deadline to be reaped.
+            let reply = reply
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .ok();
+            let status = loop {
+                match child.try_wait() {
+                    Ok(Some(status)) if reply.is_some() => break Some(status),
+                    Ok(None) if reply.is_some() && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    // Past the deadline, or the child cannot be polled: stop it.
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break None;
+                    }
+                }
+            };
+            let reply = reply.unwrap_or_default();
+            let diagnostics = err.join().unwrap_or_default();
+            (status, reply, diagnostics)
+        });
+        let Some(status) = status else {
+            return Err(IngestError::TimeLimit {
+                limit_ms: limits.max_parse_time.as_millis(),
+            }
+            .into());
+        };
+        if status.success() {
+            return Ok(wire::pdf_from_wire(&reply)?);
+        }
+        let diagnostics = String::from_utf8_lossy(&diagnostics);
+        // Rust aborts when an allocation fails; under RLIMIT_AS that is the memory cap.
+        if diagnostics.contains("memory allocation of") {
+            return Err(IngestError::MemoryLimit {
+                limit: self.memory_limit,
+            }
+            .into());
+        }
+        Err(IngestError::Pdf(format!(
+            "the PDF reader stopped ({status}){}",
+            diagnostics
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(|l| format!(": {}", l.trim()))
+                .unwrap_or_default()
+        ))
+        .into())
+    }
+}

@@ -1,0 +1,117 @@
+//! `quire serve` reads PDFs in a child process with capped memory (`isolate_pdf`, on by
+//! default): a small PDF built to need gigabytes fails alone with `memory_limit`, and the
+//! server goes on ingesting and answering.
+
+use std::time::Instant;
+
+mod common;
+
+use common::{Server, top_hit};
+use quire_proto::v1 as pb;
+use quire_proto::v1::ingest_service_client::IngestServiceClient;
+
+const COLLECTION: &str = "pdfs";
+
+/// A one-page PDF with an object stream that lists `n` objects, every one at offset 0: an
+/// array of `m` zeros. lopdf parses each listed object, so the file (about 10·n + 2·m bytes)
+/// asks for about n·m parsed values: 20,000 × 20,000 is 400 million, many gigabytes.
+fn object_stream_bomb(n: usize, m: usize) -> Vec<u8> {
+    let index: String = (0..n)
+        .map(|i| format!("{} 0 ", 100 + i))
+        .collect::<String>()
+        + "\n";
+    let content = format!("{index}[{}]\n", " 0".repeat(m));
+    let page = "BT /F1 12 Tf 72 720 Td (Hello) Tj ET";
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_string(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R \
+         /Resources << /Font << /F1 5 0 R >> >> >>"
+            .to_string(),
+        format!("<< /Length {} >>\nstream\n{page}\nendstream", page.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_string(),
+        format!(
+            "<< /Type /ObjStm /N {n} /First {} /Length {} >>\nstream\n{content}\nendstream",
+            index.len(),
+            content.len()
+        ),
+    ];
+    let mut out = String::from("%PDF-1.5\n");
+    let mut offsets = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.push_str(&format!("{} 0 obj\n{o}\nendobj\n", i + 1));
+    }
+    let xref = out.len();
+    out.push_str(&format!(
+        "xref\n0 {}\n0000000000 65535 f \n",
+        objects.len() + 1
+    ));
+    for off in offsets {
+        out.push_str(&format!("{off:010} 00000 n \n"));
+    }
+    out.push_str(&format!(
+        "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+        objects.len() + 1
+    ));
+    out.into_bytes()
+}
+
+fn pdf_request(id: &str, content: Vec<u8>) -> pb::IngestDocumentRequest {
+    pb::IngestDocumentRequest {
+        collection: COLLECTION.into(),
+        document: Some(pb::Document {
+            id: id.into(),
+            media_type: "application/pdf".into(),
+            content,
+            ..Default::default()
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pdf_that_needs_gigabytes_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &dir.path().join("log"));
+    let mut ingest = IngestServiceClient::connect(server.url.clone())
+        .await
+        .unwrap();
+
+    let bomb = object_stream_bomb(20_000, 20_000);
+    assert!(bomb.len() < 300_000, "{} bytes", bomb.len());
+    let started = Instant::now();
+    let err = ingest
+        .ingest_document(pdf_request("bomb.pdf", bomb))
+        .await
+        .expect_err("the bomb is rejected");
+    println!(
+        "bomb rejected in {:?}: {}",
+        started.elapsed(),
+        err.message()
+    );
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("memory"), "{}", err.message());
+
+    // The server is still there, and still reads PDFs.
+    let pdf = quire_ingest::testing::pdf_with_pages(&[
+        "The tide gauge at Varrow Point was installed in 1903.",
+        "It records the sea level every six minutes.",
+    ]);
+    let r = ingest
+        .ingest_document(pdf_request("gauge.pdf", pdf))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.chunk_count > 0, "{r:?}");
+    let hit = top_hit(
+        &server.url,
+        COLLECTION,
+        "How often is the sea level recorded?",
+        pb::RetrievalMode::Unspecified,
+    )
+    .await
+    .expect("a hit");
+    assert_eq!(hit.document_id, "gauge.pdf");
+    assert!(hit.text.contains("every six minutes"), "{hit:?}");
+    assert_eq!(hit.page, 1, "{hit:?}");
+}
