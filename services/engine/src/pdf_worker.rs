@@ -127,3 +127,89 @@ impl PdfWorker {
         .into())
     }
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in for the reader: a shell script that ignores its arguments.
+    fn worker(dir: &std::path::Path, script: &str) -> PdfWorker {
+        let program = dir.join("reader.sh");
+        std::fs::write(&program, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        PdfWorker {
+            program,
+            memory_limit: 1 << 30,
+        }
+    }
+
+    fn ingest_error(result: Result<Document, crate::Error>) -> IngestError {
+        match result {
+            Err(crate::Error::Document(e)) => e,
+            other => panic!("expected a document error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reader_that_outlives_the_deadline_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = worker(dir.path(), "exec sleep 60");
+        let limits = Limits {
+            max_parse_time: Duration::ZERO,
+            ..Limits::default()
+        };
+        let started = Instant::now();
+        let err = ingest_error(w.load(b"%PDF-1.4", &limits));
+        assert!(
+            matches!(err, IngestError::TimeLimit { limit_ms: 0 }),
+            "{err:?}"
+        );
+        assert!(started.elapsed() < GRACE + Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_reader_that_runs_out_of_memory_or_crashes_is_an_error_not_a_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits::default();
+        let w = worker(
+            dir.path(),
+            "cat >/dev/null; echo 'memory allocation of 4096 bytes failed' >&2; kill -ABRT $$",
+        );
+        let err = ingest_error(w.load(b"%PDF-1.4", &limits));
+        assert!(
+            matches!(err, IngestError::MemoryLimit { limit } if limit == 1 << 30),
+            "{err:?}"
+        );
+
+        let w = worker(
+            dir.path(),
+            "cat >/dev/null; echo 'segfault' >&2; kill -SEGV $$",
+        );
+        let err = ingest_error(w.load(b"%PDF-1.4", &limits));
+        assert!(
+            matches!(&err, IngestError::Pdf(m) if m.contains("segfault")),
+            "{err:?}"
+        );
+
+        let w = worker(dir.path(), "cat >/dev/null; echo not-a-reply");
+        let err = ingest_error(w.load(b"%PDF-1.4", &limits));
+        assert!(
+            matches!(&err, IngestError::Pdf(m) if m.contains("unreadable")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_reader_is_an_internal_error() {
+        let w = PdfWorker {
+            program: "/nonexistent/quire".into(),
+            memory_limit: 1 << 30,
+        };
+        let result = w.load(b"%PDF-1.4", &Limits::default());
+        assert!(
+            matches!(result, Err(crate::Error::Internal(_))),
+            "{result:?}"
+        );
+    }
+}
