@@ -256,8 +256,39 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(Cow<'_, str>, TextEncoding), Error
     }
     match std::str::from_utf8(bytes) {
         Ok(s) => Ok((Cow::Borrowed(s), TextEncoding::Utf8)),
-        Err(_) => Ok((Cow::Owned(latin1(bytes)), TextEncoding::Latin1)),
+        Err(e) => {
+            let (multibyte, broken) = utf8_census(bytes);
+            // Legacy single-byte text almost never forms valid multi-byte UTF-8 sequences;
+            // text that has them is UTF-8 with damage, and reading it all as Latin-1 would
+            // garble every one of its non-ASCII characters.
+            if multibyte > 0 && broken <= multibyte {
+                return Err(Error::InvalidEncoding {
+                    encoding: TextEncoding::Utf8.label(),
+                    offset: e.valid_up_to(),
+                    reason: format!(
+                        "the text is UTF-8 ({multibyte} multi-byte characters) but has \
+                         {broken} invalid byte sequence(s), the first here; if it is in \
+                         another encoding, send its charset with the media type \
+                         (`text/plain; charset=windows-1252`)"
+                    ),
+                });
+            }
+            Ok((Cow::Owned(latin1(bytes)), TextEncoding::Latin1))
+        }
     }
+}
+
+/// In `bytes` read as UTF-8: how many characters take more than one byte, and how many
+/// runs of bytes are not valid.
+fn utf8_census(bytes: &[u8]) -> (usize, usize) {
+    bytes
+        .utf8_chunks()
+        .fold((0, 0), |(multibyte, broken), chunk| {
+            (
+                multibyte + chunk.valid().chars().filter(|c| c.len_utf8() > 1).count(),
+                broken + usize::from(!chunk.invalid().is_empty()),
+            )
+        })
 }
 
 #[cfg(test)]

@@ -84,6 +84,29 @@ fn text_that_is_not_utf8_is_read_as_latin1_and_says_so() {
 }
 
 #[test]
+fn utf8_text_with_a_broken_byte_is_an_error_not_latin1() {
+    // "Grüße aus Köln" in UTF-8, with one stray byte after "Grüße".
+    let mut bytes = "Grüße".as_bytes().to_vec();
+    let at = bytes.len();
+    bytes.push(0xFF);
+    bytes.extend(" aus Köln".as_bytes());
+    for media in [MediaType::PlainText, MediaType::Markdown, MediaType::Html] {
+        match load_default(&bytes, media) {
+            Err(Error::InvalidEncoding {
+                encoding, offset, ..
+            }) => assert_eq!((encoding, offset), ("utf-8", at), "{media}"),
+            other => panic!("{media}: expected invalid_encoding, got {other:?}"),
+        }
+    }
+    // Latin-1 text in which two bytes happen to form a UTF-8 character ("Ã©" is c3 a9) is
+    // still Latin-1: its other accented letters are not UTF-8.
+    let latin = b"caf\xe9 cr\xe8me, \xc3\xa9t\xe9 \xe0 Orl\xe9ans";
+    let doc = load_default(latin, MediaType::PlainText).unwrap();
+    assert_eq!(doc.encoding, Some(TextEncoding::Latin1));
+    assert_eq!(doc.text, "café crème, Ã©té à Orléans");
+}
+
+#[test]
 fn a_declared_charset_is_followed_and_a_wrong_one_is_an_error() {
     use quire_ingest::{charset_param, load_declared};
     let limits = Limits::default();
