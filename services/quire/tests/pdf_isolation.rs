@@ -115,3 +115,44 @@ async fn a_pdf_that_needs_gigabytes_fails_alone() {
     assert!(hit.text.contains("every six minutes"), "{hit:?}");
     assert_eq!(hit.page, 1, "{hit:?}");
 }
+
+/// Every PDF of the hostile corpus (see `services/server/tests/hostile.rs`) reads the same in
+/// the child process as in this one: the same text, pages and title, or the same error.
+#[test]
+fn the_child_reads_every_hostile_pdf_as_the_server_would() {
+    let Ok(dir) = std::env::var("QUIRE_HOSTILE_PDFS") else {
+        eprintln!(
+            "SKIPPED: QUIRE_HOSTILE_PDFS is not set (deploy/hostile-pdfs.sh fetches the corpus)"
+        );
+        return;
+    };
+    let worker = quire_engine::pdf_worker::PdfWorker {
+        program: env!("CARGO_BIN_EXE_quire").into(),
+        memory_limit: 2 << 30,
+    };
+    let limits = quire_ingest::Limits::default();
+    let mut compared = 0;
+    let mut documents = 0;
+    for entry in walkdir::WalkDir::new(&dir).sort_by_file_name() {
+        let entry = entry.unwrap();
+        let is_pdf = entry
+            .path()
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("pdf"));
+        if !is_pdf {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path()).unwrap();
+        let here = quire_ingest::load(&bytes, quire_ingest::MediaType::Pdf, &limits)
+            .map_err(|e| quire_engine::Error::from(e).to_string());
+        let there = worker.load(&bytes, &limits).map_err(|e| e.to_string());
+        assert_eq!(there, here, "{}", entry.path().display());
+        compared += 1;
+        documents += usize::from(here.is_ok());
+    }
+    println!("{compared} PDFs read alike in both processes ({documents} with text)");
+    assert!(
+        compared >= 100,
+        "expected the full corpus, found {compared} PDFs"
+    );
+}
