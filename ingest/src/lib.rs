@@ -224,8 +224,10 @@ pub fn load(bytes: &[u8], media: MediaType, limits: &Limits) -> Result<Document,
 
 /// [`load`], with the charset declared for a text document (the `charset` parameter of its
 /// media type, [`charset_param`]). A byte-order mark overrides it; without either, text is
-/// UTF-8 when valid, an HTML `<meta charset>` is followed when it is not, and anything else
-/// is Latin-1. A charset quire does not know, or bytes not valid in the declared one, are
+/// UTF-8 when valid, an HTML `<meta charset>` is followed when it is not, text that is
+/// UTF-8 with damage (at least four valid multi-byte characters for each invalid sequence)
+/// is [`Error::InvalidEncoding`] at its first bad byte, and anything else is Latin-1. A
+/// charset quire does not know, or bytes not valid in the declared one, are
 /// [`Error::InvalidEncoding`]. PDFs ignore it.
 pub fn load_declared(
     bytes: &[u8],

@@ -258,10 +258,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(Cow<'_, str>, TextEncoding), Error
         Ok(s) => Ok((Cow::Borrowed(s), TextEncoding::Utf8)),
         Err(e) => {
             let (multibyte, broken) = utf8_census(bytes);
-            // Legacy single-byte text almost never forms valid multi-byte UTF-8 sequences;
-            // text that has them is UTF-8 with damage, and reading it all as Latin-1 would
-            // garble every one of its non-ASCII characters.
-            if multibyte > 0 && broken <= multibyte {
+            // Legacy single-byte text rarely forms valid multi-byte UTF-8 sequences, and then
+            // only one here and there (Windows-1252 "ß“" is one); text with at least four
+            // of them for each broken one is UTF-8 with damage, and reading it all as
+            // Latin-1 would garble every one of its non-ASCII characters.
+            if multibyte >= 4 && broken * 4 <= multibyte {
                 return Err(Error::InvalidEncoding {
                     encoding: TextEncoding::Utf8.label(),
                     offset: e.valid_up_to(),

@@ -85,11 +85,11 @@ fn text_that_is_not_utf8_is_read_as_latin1_and_says_so() {
 
 #[test]
 fn utf8_text_with_a_broken_byte_is_an_error_not_latin1() {
-    // "Grüße aus Köln" in UTF-8, with one stray byte after "Grüße".
+    // UTF-8 with one stray byte after "Grüße".
     let mut bytes = "Grüße".as_bytes().to_vec();
     let at = bytes.len();
     bytes.push(0xFF);
-    bytes.extend(" aus Köln".as_bytes());
+    bytes.extend(" aus Köln, schöne Tage in Düsseldorf".as_bytes());
     for media in [MediaType::PlainText, MediaType::Markdown, MediaType::Html] {
         match load_default(&bytes, media) {
             Err(Error::InvalidEncoding {
@@ -104,6 +104,10 @@ fn utf8_text_with_a_broken_byte_is_an_error_not_latin1() {
     let doc = load_default(latin, MediaType::PlainText).unwrap();
     assert_eq!(doc.encoding, Some(TextEncoding::Latin1));
     assert_eq!(doc.text, "café crème, Ã©té à Orléans");
+    // So is a short Windows-1252 line whose "ß“" happens to be valid UTF-8.
+    let doc = load_default(b"Titel: \x84Ma\xdf\x93", MediaType::PlainText).unwrap();
+    assert_eq!(doc.encoding, Some(TextEncoding::Latin1));
+    assert_eq!(doc.text, "Titel: „Maß“");
 }
 
 #[test]

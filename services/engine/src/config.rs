@@ -41,7 +41,8 @@ pub struct EngineConfig {
     /// Default: true. Off, PDFs are parsed in the server's own process.
     pub isolate_pdf: bool,
     /// Address space the process reading one PDF may use, in bytes; a PDF that needs more is
-    /// rejected with `memory_limit`. Default: 2 GiB.
+    /// rejected with `memory_limit`. lopdf keeps about 2 KB per PDF object, so the default,
+    /// 4 GiB, reads PDFs of about two million objects. Default: 4 GiB.
     pub pdf_memory_limit_bytes: u64,
     /// The program that reads PDFs when `isolate_pdf` is on, started as
     /// `PROGRAM pdf-worker --limits JSON --memory-limit BYTES`. Not a setting: `quire serve` sets it to its own
@@ -141,7 +142,7 @@ impl Default for EngineConfig {
             max_extracted_chars: 20_000_000,
             max_parse_ms: 30_000,
             isolate_pdf: true,
-            pdf_memory_limit_bytes: 2 << 30,
+            pdf_memory_limit_bytes: 4 << 30,
             pdf_reader: None,
             max_document_ms: 600_000,
             default_top_k: 10,

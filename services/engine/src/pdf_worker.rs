@@ -15,6 +15,17 @@ use std::time::{Duration, Instant};
 
 use quire_ingest::{Document, Error as IngestError, Limits, wire};
 
+/// The reader's exit status when it could not start its work (its limits, its input, its
+/// memory cap): the server's fault, not the document's.
+pub const SETUP_FAILED: u8 = 3;
+
+/// The most of the reader's stderr kept, from its end, for the error message.
+const STDERR_TAIL: usize = 64 << 10;
+
+/// Variables the reader inherits; everything else (API keys among them) is withheld. Its
+/// own logging is limited to errors, so lopdf's warnings cannot crowd out the last words.
+const INHERITED_ENV: [&str; 3] = ["PATH", "LD_LIBRARY_PATH", "TMPDIR"];
+
 /// How long the child may run past [`Limits::max_parse_time`] (process start, lopdf's load,
 /// which cannot be interrupted from inside) before it is killed.
 pub const GRACE: Duration = Duration::from_secs(5);
@@ -32,9 +43,16 @@ impl PdfWorker {
     /// Reads `bytes` as a PDF in a fresh child process and returns what
     /// [`quire_ingest::load`] would have. Errors beyond that function's own: the child ran
     /// out of its memory ([`IngestError::MemoryLimit`]), outlived the time limit
-    /// ([`IngestError::TimeLimit`]), or died otherwise ([`IngestError::Pdf`]). Either way the
-    /// child is gone when this returns.
+    /// ([`IngestError::TimeLimit`]), died otherwise ([`IngestError::Pdf`], with its last line
+    /// of stderr), or could not be started or set up ([`crate::Error::Internal`]). Either way
+    /// the child has been reaped when this returns.
     pub fn load(&self, bytes: &[u8], limits: &Limits) -> Result<Document, crate::Error> {
+        // Computed before the child exists, so nothing between its start and its reaping can
+        // panic; an absurd time limit is held to a week.
+        let budget = limits
+            .max_parse_time
+            .saturating_add(GRACE)
+            .min(Duration::from_secs(7 * 24 * 3600));
         let mut command = Command::new(&self.program);
         command
             .arg("pdf-worker")
@@ -42,6 +60,14 @@ impl PdfWorker {
             .arg(wire::encode_limits(limits))
             .arg("--memory-limit")
             .arg(self.memory_limit.to_string())
+            .env_clear()
+            .envs(
+                INHERITED_ENV
+                    .iter()
+                    .filter_map(|k| Some((k, std::env::var_os(k)?))),
+            )
+            .env("QUIRE_LOG", "error")
+            .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -58,7 +84,7 @@ impl PdfWorker {
             let _ = child.wait();
             return Err(crate::Error::Internal("the PDF reader has no pipes".into()));
         };
-        let deadline = Instant::now() + limits.max_parse_time + GRACE;
+        let deadline = Instant::now() + budget;
         let (status, reply, diagnostics) = std::thread::scope(|s| {
             // A child that dies early closes its stdin; the write error is then moot.
             s.spawn(move || {
@@ -71,9 +97,19 @@ impl PdfWorker {
                 let _ = done.send(buf);
             });
             let err = s.spawn(move || {
-                let mut buf = Vec::new();
-                let _ = (&mut stderr).take(64 << 10).read_to_end(&mut buf);
-                buf
+                let mut tail = Vec::new();
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = stderr.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    tail.extend_from_slice(&chunk[..n]);
+                    if tail.len() > 2 * STDERR_TAIL {
+                        tail.drain(..tail.len() - STDERR_TAIL);
+                    }
+                }
+                let keep = tail.len().saturating_sub(STDERR_TAIL);
+                tail.split_off(keep)
             });
             // The reply is complete when the child closes its stdout, which it does by
             // exiting; then it has until the deadline to be reaped.
@@ -108,8 +144,26 @@ impl PdfWorker {
             return Ok(wire::pdf_from_wire(&reply)?);
         }
         let diagnostics = String::from_utf8_lossy(&diagnostics);
-        // Rust aborts when an allocation fails; under RLIMIT_AS that is the memory cap.
-        if diagnostics.contains("memory allocation of") {
+        let last_words = diagnostics
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_string())
+            .unwrap_or_default();
+        if status.code() == Some(i32::from(SETUP_FAILED)) {
+            return Err(crate::Error::Internal(format!(
+                "the PDF reader could not start: {last_words}"
+            )));
+        }
+        // Rust aborts (SIGABRT) when an allocation fails; under RLIMIT_AS that is the cap.
+        #[cfg(unix)]
+        let aborted = {
+            use std::os::unix::process::ExitStatusExt;
+            status.signal() == Some(libc::SIGABRT)
+        };
+        #[cfg(not(unix))]
+        let aborted = false;
+        if aborted || diagnostics.contains("memory allocation of") {
             return Err(IngestError::MemoryLimit {
                 limit: self.memory_limit,
             }
@@ -117,12 +171,11 @@ impl PdfWorker {
         }
         Err(IngestError::Pdf(format!(
             "the PDF reader stopped ({status}){}",
-            diagnostics
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(|l| format!(": {}", l.trim()))
-                .unwrap_or_default()
+            if last_words.is_empty() {
+                String::new()
+            } else {
+                format!(": {last_words}")
+            }
         ))
         .into())
     }
@@ -190,6 +243,16 @@ mod tests {
         assert!(
             matches!(&err, IngestError::Pdf(m) if m.contains("segfault")),
             "{err:?}"
+        );
+
+        let w = worker(
+            dir.path(),
+            "cat >/dev/null; echo 'error: cannot set the memory limit' >&2; exit 3",
+        );
+        let result = w.load(b"%PDF-1.4", &limits);
+        assert!(
+            matches!(&result, Err(crate::Error::Internal(m)) if m.contains("memory limit")),
+            "{result:?}"
         );
 
         let w = worker(dir.path(), "cat >/dev/null; echo not-a-reply");

@@ -74,7 +74,9 @@ impl RemoteVectorStore {
                 )));
             }
         }
-        if let (Some(w), Some(r)) = (options.write_consistency_factor, options.replication_factor)
+        // The server's default replication factor is 1.
+        if let Some(w) = options.write_consistency_factor
+            && let r = options.replication_factor.unwrap_or(1)
             && w > r
         {
             return Err(Error::InvalidArgument(format!(
@@ -319,6 +321,34 @@ mod tests {
     use super::*;
     use crate::metadata::{MetaCondition, MetaValue};
     use std::ops::Bound;
+
+    /// Layouts the server could never satisfy are refused before any connection is made.
+    #[tokio::test]
+    async fn impossible_cluster_layouts_are_refused() {
+        for options in [
+            RemoteOptions {
+                shards: Some(0),
+                ..Default::default()
+            },
+            RemoteOptions {
+                replication_factor: Some(2),
+                write_consistency_factor: Some(3),
+                ..Default::default()
+            },
+            // The server's default replication factor is 1.
+            RemoteOptions {
+                write_consistency_factor: Some(2),
+                ..Default::default()
+            },
+        ] {
+            let result = RemoteVectorStore::connect("http://127.0.0.1:1", options.clone()).await;
+            assert!(
+                matches!(result, Err(Error::InvalidArgument(_))),
+                "{options:?}: {:?}",
+                result.err()
+            );
+        }
+    }
 
     /// The embedded store's filter JSON becomes the same conditions for the server, with
     /// strings matched exactly (not as full text) even when they hold spaces.

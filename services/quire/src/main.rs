@@ -387,82 +387,120 @@ async fn check(engine: &quire_engine::EngineConfig) -> Result<ExitCode, BoxError
     })
 }
 
-/// The child side of `isolate_pdf`: caps its own address space at `memory_limit` (and core
-/// dumps at 0), reads a PDF on stdin, writes [`quire_ingest::wire::load_pdf_to_wire`]'s reply
-/// on stdout. Runs without the async runtime, so the process holds nothing but the parse. An
-/// allocation past the cap aborts it with "memory allocation of N bytes failed" on stderr,
-/// which the server reports as `memory_limit`.
+/// The child side of `isolate_pdf`: caps its own address space at `memory_limit` (or at the
+/// hard limit it inherited, if lower) and core dumps at 0, offers itself first to the kernel's
+/// out-of-memory killer, reads a PDF on stdin and writes
+/// [`quire_ingest::wire::load_pdf_to_wire`]'s reply on stdout. Runs without the async runtime,
+/// so the process holds nothing but the parse. An allocation past the cap aborts it with
+/// "memory allocation of N bytes failed" on stderr, which the server reports as
+/// `memory_limit`. It exits with [`quire_engine::pdf_worker::SETUP_FAILED`] when it cannot
+/// start its work, which the server reports as its own fault, not the document's.
 fn pdf_worker(limits: &str, memory_limit: u64) -> ExitCode {
     use std::io::{Read, Write};
+    let setup_failed = |what: String| {
+        eprintln!("error: {what}");
+        ExitCode::from(quire_engine::pdf_worker::SETUP_FAILED)
+    };
     #[cfg(unix)]
-    for (resource, value) in [(libc::RLIMIT_AS, memory_limit), (libc::RLIMIT_CORE, 0)] {
-        let limit = libc::rlimit {
-            rlim_cur: value,
-            rlim_max: value,
+    {
+        let mut inherited = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
         };
-        // SAFETY: setrlimit reads only the struct passed to it.
-        if unsafe { libc::setrlimit(resource, &limit) } != 0 {
-            eprintln!(
-                "error: cannot set the memory limit: {}",
+        // SAFETY: getrlimit writes only the struct passed to it.
+        if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut inherited) } != 0 {
+            return setup_failed(format!(
+                "cannot read the memory limit: {}",
                 std::io::Error::last_os_error()
-            );
-            return ExitCode::FAILURE;
+            ));
         }
+        let cap = memory_limit.min(inherited.rlim_max);
+        for (resource, value) in [(libc::RLIMIT_AS, cap), (libc::RLIMIT_CORE, 0)] {
+            let limit = libc::rlimit {
+                rlim_cur: value,
+                rlim_max: value,
+            };
+            // SAFETY: setrlimit reads only the struct passed to it.
+            if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+                return setup_failed(format!(
+                    "cannot set the memory limit: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        // If the machine runs out of memory anyway, this process is the one to go. Best
+        // effort: not every system lets a process raise its own score.
+        let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
     }
     let limits = match quire_ingest::wire::decode_limits(limits) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return setup_failed(e.to_string()),
     };
     let mut bytes = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
-        eprintln!("error: cannot read the PDF from stdin: {e}");
-        return ExitCode::FAILURE;
+        return setup_failed(format!("cannot read the PDF from stdin: {e}"));
     }
     let reply = quire_ingest::wire::load_pdf_to_wire(&bytes, &limits);
     drop(bytes);
     let mut out = std::io::stdout().lock();
     match out.write_all(&reply).and_then(|()| out.flush()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: cannot write the reply: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => setup_failed(format!("cannot write the reply: {e}")),
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM, the signal container runtimes and Kubernetes send
-/// to stop a process.
-async fn shutdown_signal() {
+/// SIGINT (Ctrl-C) and SIGTERM (what container runtimes and Kubernetes send), watched from
+/// the moment [`StopSignals::watch`] returns. As a container's PID 1, quire would lose a
+/// signal that arrives before a handler exists, so `serve` installs them first.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-                return;
-            }
-            Err(e) => {
-                tracing::warn!("cannot watch for SIGTERM ({e}); only Ctrl-C stops the server")
-            }
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn watch() -> std::io::Result<StopSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(StopSignals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
     }
-    let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves at the first SIGINT or SIGTERM since [`StopSignals::watch`].
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 async fn serve(mut cfg: Config, preload_llm: bool) -> Result<(), BoxError> {
+    let mut stop =
+        StopSignals::watch().map_err(|e| format!("cannot watch for SIGTERM and SIGINT: {e}"))?;
     if cfg.engine.isolate_pdf {
-        let program = std::env::current_exe().map_err(|e| {
-            format!(
-                "cannot find quire's own binary to read PDFs in a child process ({e}); \
-                 set isolate_pdf = false to read them in-process"
-            )
-        })?;
+        // /proc/self/exe is this very binary even if the file is replaced while it runs (a
+        // package upgrade), so the reader always speaks this server's protocol.
+        let program = if cfg!(target_os = "linux") {
+            PathBuf::from("/proc/self/exe")
+        } else {
+            std::env::current_exe().map_err(|e| {
+                format!(
+                    "cannot find quire's own binary to read PDFs in a child process ({e}); \
+                     set isolate_pdf = false to read them in-process"
+                )
+            })?
+        };
         cfg.engine.pdf_reader = Some(program);
     }
     if let Some(addr) = cfg.metrics_listen {
@@ -479,15 +517,28 @@ async fn serve(mut cfg: Config, preload_llm: bool) -> Result<(), BoxError> {
     if options.api_key.as_deref().is_some_and(|k| !k.is_empty()) {
         tracing::info!("quire.v1 calls need the API key");
     }
-    let engine = Arc::new(Engine::open(cfg.engine).await?);
-    if preload_llm {
-        engine.load_generator().await?;
-    }
-    let (listener, addr) = quire_server::bind(cfg.listen).await?;
+    let start = async {
+        let engine = Arc::new(Engine::open(cfg.engine).await?);
+        if preload_llm {
+            engine.load_generator().await?;
+        }
+        let (listener, addr) = quire_server::bind(cfg.listen).await?;
+        Ok::<_, BoxError>((engine, listener, addr))
+    };
+    let (engine, listener, addr) = tokio::select! {
+        started = start => started?,
+        _ = stop.recv() => {
+            // Nothing has been acknowledged yet, and recovery that a stop interrupts is
+            // finished at the next start (as after a kill), so exit at once rather than wait
+            // for model loading to end.
+            tracing::info!("stopped during start-up");
+            std::process::exit(0);
+        }
+    };
     // Scripts wait for this line on stdout.
     println!("quire listening on {addr}");
-    let shutdown = async {
-        shutdown_signal().await;
+    let shutdown = async move {
+        stop.recv().await;
         tracing::info!("shutting down: no new requests; those in flight finish first");
     };
     quire_server::serve(engine, listener, options, shutdown).await?;

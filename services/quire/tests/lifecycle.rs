@@ -131,3 +131,48 @@ async fn sigterm_finishes_the_open_stream_and_keeps_its_documents() {
         assert_eq!(hit.map(|h| h.document_id), Some(want.to_string()));
     }
 }
+
+/// SIGTERM while the server is still loading its models (here the LLM, preloaded) stops it at
+/// once and cleanly: as a container's PID 1 it would otherwise lose the signal and be killed
+/// at the end of the grace period.
+#[test]
+fn sigterm_during_start_up_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quire"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--preload-llm",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Long enough for the process to reach `serve`, short of loading the models.
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) only sends a signal, to this test's own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still running a minute after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    println!(
+        "exited {:?} after SIGTERM; listening before it: {}",
+        started.elapsed(),
+        out.contains("quire listening")
+    );
+}

@@ -128,7 +128,7 @@ fn the_child_reads_every_hostile_pdf_as_the_server_would() {
     };
     let worker = quire_engine::pdf_worker::PdfWorker {
         program: env!("CARGO_BIN_EXE_quire").into(),
-        memory_limit: 2 << 30,
+        memory_limit: 4 << 30,
     };
     let limits = quire_ingest::Limits::default();
     let mut compared = 0;
