@@ -1,4 +1,5 @@
-//! `quire extract`: what the loaders make of files, without a server or models.
+//! `quire extract`: what the loaders make of files, without a server or models. PDFs are read
+//! in a child process with capped memory, as `serve` reads them, unless `isolate_pdf` is off.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use quire_engine::EngineConfig;
+use quire_engine::pdf_worker::PdfWorker;
 use quire_ingest::{Limits, MediaType};
 
 use crate::BoxError;
@@ -20,8 +22,17 @@ pub struct ExtractArgs {
     summary: bool,
 }
 
-/// Loads each file with the configured limits. Exits non-zero if any file fails.
-pub fn run(cfg: &EngineConfig, args: ExtractArgs) -> Result<ExitCode, BoxError> {
+/// Loads each file with the configured limits, PDFs in a child process run from `reader`
+/// (capped as `serve` caps it) when one is given. Exits non-zero if any file fails.
+pub fn run(
+    cfg: &EngineConfig,
+    reader: Option<PathBuf>,
+    args: ExtractArgs,
+) -> Result<ExitCode, BoxError> {
+    let worker = reader.map(|program| PdfWorker {
+        program,
+        memory_limit: cfg.pdf_memory_limit_bytes,
+    });
     let limits = Limits {
         max_bytes: cfg.max_document_bytes,
         max_pages: cfg.max_pages,
@@ -35,7 +46,12 @@ pub fn run(cfg: &EngineConfig, args: ExtractArgs) -> Result<ExitCode, BoxError> 
             .ok_or_else(|| format!("{}: unknown file type", path.display()))?;
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let started = Instant::now();
-        let result = quire_ingest::load(&bytes, media, &limits);
+        let result = match (&worker, media) {
+            (Some(worker), MediaType::Pdf) => {
+                worker.load(&bytes, &limits).map_err(|e| e.to_string())
+            }
+            _ => quire_ingest::load(&bytes, media, &limits).map_err(|e| e.to_string()),
+        };
         let ms = started.elapsed().as_millis();
         match (result, args.summary) {
             (Ok(doc), true) => println!(

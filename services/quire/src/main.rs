@@ -344,7 +344,14 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         Command::Eval { command } => eval::run(&cfg.engine, command).await,
         // Handled in main, before the runtime starts.
         Command::PdfWorker { .. } => Ok(ExitCode::SUCCESS),
-        Command::Extract(args) => extract::run(&cfg.engine, args),
+        Command::Extract(args) => {
+            let reader = cfg
+                .engine
+                .isolate_pdf
+                .then(pdf_reader_program)
+                .transpose()?;
+            extract::run(&cfg.engine, reader, args)
+        }
         Command::Ingest(args) => client::ingest(&cfg, args).await,
         Command::Ask(args) => client::ask(&cfg, args).await,
         Command::Search(args) => client::search(&cfg, args).await,
@@ -449,6 +456,22 @@ fn pdf_worker(limits: &str, memory_limit: u64) -> ExitCode {
     }
 }
 
+/// The program that reads PDFs in a child process: this binary. On Linux `/proc/self/exe`,
+/// which stays this very binary even if its file is replaced while it runs (a package
+/// upgrade), so the reader always speaks this process's protocol.
+fn pdf_reader_program() -> Result<PathBuf, BoxError> {
+    if cfg!(target_os = "linux") {
+        return Ok(PathBuf::from("/proc/self/exe"));
+    }
+    std::env::current_exe().map_err(|e| {
+        format!(
+            "cannot find quire's own binary to read PDFs in a child process ({e}); \
+             set isolate_pdf = false to read them in-process"
+        )
+        .into()
+    })
+}
+
 /// SIGINT (Ctrl-C) and SIGTERM (what container runtimes and Kubernetes send), watched from
 /// the moment [`StopSignals::watch`] returns. As a container's PID 1, quire would lose a
 /// signal that arrives before a handler exists, so `serve` installs them first.
@@ -489,19 +512,7 @@ async fn serve(mut cfg: Config, preload_llm: bool) -> Result<(), BoxError> {
     let mut stop =
         StopSignals::watch().map_err(|e| format!("cannot watch for SIGTERM and SIGINT: {e}"))?;
     if cfg.engine.isolate_pdf {
-        // /proc/self/exe is this very binary even if the file is replaced while it runs (a
-        // package upgrade), so the reader always speaks this server's protocol.
-        let program = if cfg!(target_os = "linux") {
-            PathBuf::from("/proc/self/exe")
-        } else {
-            std::env::current_exe().map_err(|e| {
-                format!(
-                    "cannot find quire's own binary to read PDFs in a child process ({e}); \
-                     set isolate_pdf = false to read them in-process"
-                )
-            })?
-        };
-        cfg.engine.pdf_reader = Some(program);
+        cfg.engine.pdf_reader = Some(pdf_reader_program()?);
     }
     if let Some(addr) = cfg.metrics_listen {
         metrics_exporter_prometheus::PrometheusBuilder::new()

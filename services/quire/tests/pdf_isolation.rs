@@ -116,6 +116,26 @@ async fn a_pdf_that_needs_gigabytes_fails_alone() {
     assert_eq!(hit.page, 1, "{hit:?}");
 }
 
+/// `quire extract` reads PDFs in the same capped child process: the bomb is an error line,
+/// not a machine out of memory.
+#[test]
+fn extract_reads_the_bomb_in_a_capped_child_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bomb.pdf");
+    std::fs::write(&path, object_stream_bomb(20_000, 20_000)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quire"))
+        .args(["extract", "--summary"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with("error") && stdout.contains("memory"),
+        "{stdout}"
+    );
+}
+
 /// Every PDF of the hostile corpus (see `services/server/tests/hostile.rs`) reads the same in
 /// the child process as in this one: the same text, pages and title, or the same error.
 #[test]
