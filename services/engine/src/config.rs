@@ -45,8 +45,8 @@ pub struct EngineConfig {
     /// 4 GiB, reads PDFs of about two million objects. Default: 4 GiB.
     pub pdf_memory_limit_bytes: u64,
     /// The program that reads PDFs when `isolate_pdf` is on, started as
-    /// `PROGRAM pdf-worker --limits JSON --memory-limit BYTES`. Not a setting: `quire serve` sets it to its own
-    /// binary. Without it PDFs are parsed in-process.
+    /// `PROGRAM pdf-worker --limits JSON --memory-limit BYTES`. Not a setting: `quire serve`
+    /// and `quire extract` set it to their own binary. Without it PDFs are parsed in-process.
     #[serde(skip)]
     pub pdf_reader: Option<PathBuf>,
     /// Longest one document's processing (parse, chunk, embed) may run once it has a
@@ -168,6 +168,28 @@ impl Default for EngineConfig {
             qdrant_replication_factor: None,
             qdrant_write_consistency_factor: None,
         }
+    }
+}
+
+impl EngineConfig {
+    /// The per-document limits these settings name.
+    pub fn limits(&self) -> quire_ingest::Limits {
+        quire_ingest::Limits {
+            max_bytes: self.max_document_bytes,
+            max_pages: self.max_pages,
+            max_decompressed_bytes: self.max_decompressed_bytes,
+            max_extracted_chars: self.max_extracted_chars,
+            max_parse_time: std::time::Duration::from_millis(self.max_parse_ms),
+        }
+    }
+
+    /// The child-process PDF reader, when `isolate_pdf` is on and a `pdf_reader` is set.
+    pub fn pdf_worker(&self) -> Option<crate::pdf_worker::PdfWorker> {
+        let program = self.pdf_reader.clone().filter(|_| self.isolate_pdf)?;
+        Some(crate::pdf_worker::PdfWorker {
+            program,
+            memory_limit: self.pdf_memory_limit_bytes,
+        })
     }
 }
 

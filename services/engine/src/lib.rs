@@ -26,8 +26,6 @@ use quire_index::{
 };
 pub use quire_index::{Filter, MetaCondition, MetaValue, Metadata};
 use quire_ingest::{Chunker, ChunkerConfig, Limits, MediaType};
-
-use crate::pdf_worker::PdfWorker;
 use quire_models::{Embedder, GenerationParams, Generator, LlmChoice, ReplyProbe, StopReason};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OnceCell, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, mpsc};
@@ -250,7 +248,7 @@ pub struct Engine {
     chunker: Arc<Chunker>,
     limits: Limits,
     /// Reads PDFs in a child process when set (`isolate_pdf` with a `pdf_reader`).
-    pdf_worker: Option<PdfWorker>,
+    pdf_worker: Option<pdf_worker::PdfWorker>,
     llm: LlmChoice,
     generator: OnceCell<Arc<Generator>>,
     /// Parse-and-embed slots (`ingest_workers`), held until that work ends.
@@ -361,21 +359,9 @@ impl Engine {
                 overlap_tokens: config.chunk_overlap_tokens,
             },
         )?;
-        let limits = Limits {
-            max_bytes: config.max_document_bytes,
-            max_pages: config.max_pages,
-            max_decompressed_bytes: config.max_decompressed_bytes,
-            max_extracted_chars: config.max_extracted_chars,
-            max_parse_time: Duration::from_millis(config.max_parse_ms),
-        };
+        let limits = config.limits();
         let index = open_index(&config).await?;
-        let pdf_worker = match (&config.pdf_reader, config.isolate_pdf) {
-            (Some(program), true) => Some(PdfWorker {
-                program: program.clone(),
-                memory_limit: config.pdf_memory_limit_bytes,
-            }),
-            _ => None,
-        };
+        let pdf_worker = config.pdf_worker();
         info!(
             data_dir = %config.data_dir.display(),
             embedder = embedder.model_id(),
@@ -608,10 +594,13 @@ impl Engine {
             let mut t = timings;
             let clock = Instant::now();
             let deadline = clock + Duration::from_millis(limit_ms);
-            let loaded = match (&pdf_worker, media) {
-                (Some(worker), MediaType::Pdf) => worker.load(&content, &limits)?,
-                _ => quire_ingest::load_declared(&content, media, charset.as_deref(), &limits)?,
-            };
+            let loaded = pdf_worker::load_document(
+                pdf_worker.as_ref(),
+                &content,
+                media,
+                charset.as_deref(),
+                &limits,
+            )?;
             t.parse = clock.elapsed();
             let clock = Instant::now();
             let chunks = chunker.chunk(&loaded, media);
@@ -1269,7 +1258,6 @@ fn validate_document_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs CPU-bound work off the async runtime.
 /// Runs `work` on its own task and waits for it: it runs to its end (and drops what it holds,
 /// such as document locks) even if the caller stops waiting.
 async fn detached<T, F>(work: F) -> Result<T>
@@ -1282,6 +1270,7 @@ where
         .map_err(|e| Error::Internal(format!("worker task failed: {e}")))?
 }
 
+/// Runs CPU-bound work off the async runtime.
 async fn blocking<T, F>(f: F) -> Result<T>
 where
     F: FnOnce() -> Result<T> + Send + 'static,

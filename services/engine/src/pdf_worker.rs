@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use quire_ingest::{Document, Error as IngestError, Limits, wire};
+use quire_ingest::{Document, Error as IngestError, Limits, MediaType, wire};
 
 /// The reader's exit status when it could not start its work (its limits, its input, its
 /// memory cap): the server's fault, not the document's.
@@ -178,6 +178,82 @@ impl PdfWorker {
             }
         ))
         .into())
+    }
+}
+
+/// Loads a document as the engine does: a PDF through `worker` when there is one, anything
+/// else (and every PDF without a worker) in this process with [`quire_ingest::load_declared`].
+pub fn load_document(
+    worker: Option<&PdfWorker>,
+    bytes: &[u8],
+    media: MediaType,
+    charset: Option<&str>,
+    limits: &Limits,
+) -> Result<Document, crate::Error> {
+    match (worker, media) {
+        (Some(worker), MediaType::Pdf) => worker.load(bytes, limits),
+        _ => Ok(quire_ingest::load_declared(bytes, media, charset, limits)?),
+    }
+}
+
+/// The child's side, run by quire's hidden `pdf-worker` command with the arguments
+/// [`PdfWorker::load`] passes: caps this process's address space at `memory_limit` (or at
+/// the hard limit it inherited, if lower) and core dumps at 0, offers it first to the
+/// kernel's out-of-memory killer, reads a PDF on stdin and writes
+/// [`wire::load_pdf_to_wire`]'s reply on stdout. Call it before starting any runtime or
+/// thread, so the process holds nothing but the parse. An allocation past the cap aborts it
+/// with "memory allocation of N bytes failed" on stderr, which the parent reports as
+/// `memory_limit`; it exits with [`SETUP_FAILED`] when it cannot start its work.
+pub fn run_child(limits: &str, memory_limit: u64) -> std::process::ExitCode {
+    let setup_failed = |what: String| {
+        eprintln!("error: {what}");
+        std::process::ExitCode::from(SETUP_FAILED)
+    };
+    #[cfg(unix)]
+    {
+        let mut inherited = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes only the struct passed to it.
+        if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut inherited) } != 0 {
+            return setup_failed(format!(
+                "cannot read the memory limit: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let cap = memory_limit.min(inherited.rlim_max);
+        for (resource, value) in [(libc::RLIMIT_AS, cap), (libc::RLIMIT_CORE, 0)] {
+            let limit = libc::rlimit {
+                rlim_cur: value,
+                rlim_max: value,
+            };
+            // SAFETY: setrlimit reads only the struct passed to it.
+            if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+                return setup_failed(format!(
+                    "cannot set the memory limit: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        // If the machine runs out of memory anyway, this process is the one to go. Best
+        // effort: not every system lets a process raise its own score.
+        let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
+    }
+    let limits = match wire::decode_limits(limits) {
+        Ok(l) => l,
+        Err(e) => return setup_failed(e.to_string()),
+    };
+    let mut bytes = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
+        return setup_failed(format!("cannot read the PDF from stdin: {e}"));
+    }
+    let reply = wire::load_pdf_to_wire(&bytes, &limits);
+    drop(bytes);
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&reply).and_then(|()| out.flush()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => setup_failed(format!("cannot write the reply: {e}")),
     }
 }
 

@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Args;
 use quire_engine::EngineConfig;
-use quire_engine::pdf_worker::PdfWorker;
-use quire_ingest::{Limits, MediaType};
+use quire_engine::pdf_worker::load_document;
+use quire_ingest::MediaType;
 
 use crate::BoxError;
 
@@ -22,36 +22,18 @@ pub struct ExtractArgs {
     summary: bool,
 }
 
-/// Loads each file with the configured limits, PDFs in a child process run from `reader`
-/// (capped as `serve` caps it) when one is given. Exits non-zero if any file fails.
-pub fn run(
-    cfg: &EngineConfig,
-    reader: Option<PathBuf>,
-    args: ExtractArgs,
-) -> Result<ExitCode, BoxError> {
-    let worker = reader.map(|program| PdfWorker {
-        program,
-        memory_limit: cfg.pdf_memory_limit_bytes,
-    });
-    let limits = Limits {
-        max_bytes: cfg.max_document_bytes,
-        max_pages: cfg.max_pages,
-        max_decompressed_bytes: cfg.max_decompressed_bytes,
-        max_extracted_chars: cfg.max_extracted_chars,
-        max_parse_time: Duration::from_millis(cfg.max_parse_ms),
-    };
+/// Loads each file with the configured limits, as the engine would (PDFs in the child process
+/// of [`EngineConfig::pdf_worker`] when it has one). Exits non-zero if any file fails.
+pub fn run(cfg: &EngineConfig, args: ExtractArgs) -> Result<ExitCode, BoxError> {
+    let worker = cfg.pdf_worker();
+    let limits = cfg.limits();
     let mut failed = 0;
     for path in &args.files {
         let media = MediaType::from_path(path)
             .ok_or_else(|| format!("{}: unknown file type", path.display()))?;
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let started = Instant::now();
-        let result = match (&worker, media) {
-            (Some(worker), MediaType::Pdf) => {
-                worker.load(&bytes, &limits).map_err(|e| e.to_string())
-            }
-            _ => quire_ingest::load(&bytes, media, &limits).map_err(|e| e.to_string()),
-        };
+        let result = load_document(worker.as_ref(), &bytes, media, None, &limits);
         let ms = started.elapsed().as_millis();
         match (result, args.summary) {
             (Ok(doc), true) => println!(

@@ -264,7 +264,7 @@ fn main() -> ExitCode {
         memory_limit,
     } = &cli.command
     {
-        return pdf_worker(limits, *memory_limit);
+        return quire_engine::pdf_worker::run_child(limits, *memory_limit);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -345,12 +345,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         // Handled in main, before the runtime starts.
         Command::PdfWorker { .. } => Ok(ExitCode::SUCCESS),
         Command::Extract(args) => {
-            let reader = cfg
-                .engine
-                .isolate_pdf
-                .then(pdf_reader_program)
-                .transpose()?;
-            extract::run(&cfg.engine, reader, args)
+            let mut engine = cfg.engine;
+            set_pdf_reader(&mut engine)?;
+            extract::run(&engine, args)
         }
         Command::Ingest(args) => client::ingest(&cfg, args).await,
         Command::Ask(args) => client::ask(&cfg, args).await,
@@ -394,82 +391,26 @@ async fn check(engine: &quire_engine::EngineConfig) -> Result<ExitCode, BoxError
     })
 }
 
-/// The child side of `isolate_pdf`: caps its own address space at `memory_limit` (or at the
-/// hard limit it inherited, if lower) and core dumps at 0, offers itself first to the kernel's
-/// out-of-memory killer, reads a PDF on stdin and writes
-/// [`quire_ingest::wire::load_pdf_to_wire`]'s reply on stdout. Runs without the async runtime,
-/// so the process holds nothing but the parse. An allocation past the cap aborts it with
-/// "memory allocation of N bytes failed" on stderr, which the server reports as
-/// `memory_limit`. It exits with [`quire_engine::pdf_worker::SETUP_FAILED`] when it cannot
-/// start its work, which the server reports as its own fault, not the document's.
-fn pdf_worker(limits: &str, memory_limit: u64) -> ExitCode {
-    use std::io::{Read, Write};
-    let setup_failed = |what: String| {
-        eprintln!("error: {what}");
-        ExitCode::from(quire_engine::pdf_worker::SETUP_FAILED)
+/// With `isolate_pdf` on, names this binary as the program that reads PDFs in a child
+/// process: on Linux `/proc/self/exe`, which stays this very binary even if its file is
+/// replaced while it runs (a package upgrade), so the reader always speaks this process's
+/// protocol.
+fn set_pdf_reader(engine: &mut quire_engine::EngineConfig) -> Result<(), BoxError> {
+    if !engine.isolate_pdf {
+        return Ok(());
+    }
+    let program = if cfg!(target_os = "linux") {
+        PathBuf::from("/proc/self/exe")
+    } else {
+        std::env::current_exe().map_err(|e| {
+            format!(
+                "cannot find quire's own binary to read PDFs in a child process ({e}); \
+                 set isolate_pdf = false to read them in-process"
+            )
+        })?
     };
-    #[cfg(unix)]
-    {
-        let mut inherited = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes only the struct passed to it.
-        if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut inherited) } != 0 {
-            return setup_failed(format!(
-                "cannot read the memory limit: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        let cap = memory_limit.min(inherited.rlim_max);
-        for (resource, value) in [(libc::RLIMIT_AS, cap), (libc::RLIMIT_CORE, 0)] {
-            let limit = libc::rlimit {
-                rlim_cur: value,
-                rlim_max: value,
-            };
-            // SAFETY: setrlimit reads only the struct passed to it.
-            if unsafe { libc::setrlimit(resource, &limit) } != 0 {
-                return setup_failed(format!(
-                    "cannot set the memory limit: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-        }
-        // If the machine runs out of memory anyway, this process is the one to go. Best
-        // effort: not every system lets a process raise its own score.
-        let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
-    }
-    let limits = match quire_ingest::wire::decode_limits(limits) {
-        Ok(l) => l,
-        Err(e) => return setup_failed(e.to_string()),
-    };
-    let mut bytes = Vec::new();
-    if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
-        return setup_failed(format!("cannot read the PDF from stdin: {e}"));
-    }
-    let reply = quire_ingest::wire::load_pdf_to_wire(&bytes, &limits);
-    drop(bytes);
-    let mut out = std::io::stdout().lock();
-    match out.write_all(&reply).and_then(|()| out.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => setup_failed(format!("cannot write the reply: {e}")),
-    }
-}
-
-/// The program that reads PDFs in a child process: this binary. On Linux `/proc/self/exe`,
-/// which stays this very binary even if its file is replaced while it runs (a package
-/// upgrade), so the reader always speaks this process's protocol.
-fn pdf_reader_program() -> Result<PathBuf, BoxError> {
-    if cfg!(target_os = "linux") {
-        return Ok(PathBuf::from("/proc/self/exe"));
-    }
-    std::env::current_exe().map_err(|e| {
-        format!(
-            "cannot find quire's own binary to read PDFs in a child process ({e}); \
-             set isolate_pdf = false to read them in-process"
-        )
-        .into()
-    })
+    engine.pdf_reader = Some(program);
+    Ok(())
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM (what container runtimes and Kubernetes send), watched from
@@ -511,9 +452,7 @@ impl StopSignals {
 async fn serve(mut cfg: Config, preload_llm: bool) -> Result<(), BoxError> {
     let mut stop =
         StopSignals::watch().map_err(|e| format!("cannot watch for SIGTERM and SIGINT: {e}"))?;
-    if cfg.engine.isolate_pdf {
-        cfg.engine.pdf_reader = Some(pdf_reader_program()?);
-    }
+    set_pdf_reader(&mut cfg.engine)?;
     if let Some(addr) = cfg.metrics_listen {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)

@@ -7,6 +7,7 @@ use std::time::Instant;
 mod common;
 
 use common::{Server, top_hit};
+use quire_engine::pdf_worker::load_document;
 use quire_proto::v1 as pb;
 use quire_proto::v1::ingest_service_client::IngestServiceClient;
 
@@ -163,9 +164,11 @@ fn the_child_reads_every_hostile_pdf_as_the_server_would() {
             continue;
         }
         let bytes = std::fs::read(entry.path()).unwrap();
-        let here = quire_ingest::load(&bytes, quire_ingest::MediaType::Pdf, &limits)
-            .map_err(|e| quire_engine::Error::from(e).to_string());
-        let there = worker.load(&bytes, &limits).map_err(|e| e.to_string());
+        let read = |worker| {
+            load_document(worker, &bytes, quire_ingest::MediaType::Pdf, None, &limits)
+                .map_err(|e| e.to_string())
+        };
+        let (here, there) = (read(None), read(Some(&worker)));
         assert_eq!(there, here, "{}", entry.path().display());
         compared += 1;
         documents += usize::from(here.is_ok());
