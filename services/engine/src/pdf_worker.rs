@@ -22,9 +22,11 @@ pub const SETUP_FAILED: u8 = 3;
 /// The most of the reader's stderr kept, from its end, for the error message.
 const STDERR_TAIL: usize = 64 << 10;
 
-/// Variables the reader inherits; everything else (API keys among them) is withheld. Its
-/// own logging is limited to errors, so lopdf's warnings cannot crowd out the last words.
+/// Variables the reader inherits; everything else (API keys among them) is withheld.
 const INHERITED_ENV: [&str; 3] = ["PATH", "LD_LIBRARY_PATH", "TMPDIR"];
+
+/// The most lines of a successful reader's stderr (lopdf's warnings) logged per PDF.
+const MAX_WARNINGS: usize = 20;
 
 /// How long the child may run past [`Limits::max_parse_time`] (process start, lopdf's load,
 /// which cannot be interrupted from inside) before it is killed.
@@ -66,7 +68,6 @@ impl PdfWorker {
                     .iter()
                     .filter_map(|k| Some((k, std::env::var_os(k)?))),
             )
-            .env("QUIRE_LOG", "error")
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -140,10 +141,11 @@ impl PdfWorker {
             }
             .into());
         };
+        let diagnostics = String::from_utf8_lossy(&diagnostics);
         if status.success() {
+            log_warnings(&diagnostics);
             return Ok(wire::pdf_from_wire(&reply)?);
         }
-        let diagnostics = String::from_utf8_lossy(&diagnostics);
         let last_words = diagnostics
             .lines()
             .rev()
@@ -181,6 +183,24 @@ impl PdfWorker {
     }
 }
 
+/// Logs what a reader that succeeded wrote on stderr (lopdf's warnings about the parts of a
+/// file it skipped), as the in-process reader would have: at most [`MAX_WARNINGS`] lines,
+/// then how many more there were.
+fn log_warnings(diagnostics: &str) {
+    let mut lines = diagnostics.lines().map(str::trim).filter(|l| !l.is_empty());
+    for line in lines.by_ref().take(MAX_WARNINGS) {
+        let line = ["WARN ", "ERROR "]
+            .iter()
+            .find_map(|level| line.strip_prefix(level))
+            .unwrap_or(line);
+        tracing::warn!(target: "quire::pdf_reader", "{line}");
+    }
+    let more = lines.count();
+    if more > 0 {
+        tracing::warn!(target: "quire::pdf_reader", "{more} more warnings from the PDF reader");
+    }
+}
+
 /// Loads a document as the engine does: a PDF through `worker` when there is one, anything
 /// else (and every PDF without a worker) in this process with [`quire_ingest::load_declared`].
 pub fn load_document(
@@ -203,7 +223,8 @@ pub fn load_document(
 /// [`wire::load_pdf_to_wire`]'s reply on stdout. Call it before starting any runtime or
 /// thread, so the process holds nothing but the parse. An allocation past the cap aborts it
 /// with "memory allocation of N bytes failed" on stderr, which the parent reports as
-/// `memory_limit`; it exits with [`SETUP_FAILED`] when it cannot start its work.
+/// `memory_limit`; it exits with [`SETUP_FAILED`] when it cannot start its work. Warnings
+/// it logs on stderr while it reads are logged by the parent when the read succeeds.
 pub fn run_child(limits: &str, memory_limit: u64) -> std::process::ExitCode {
     let setup_failed = |what: String| {
         eprintln!("error: {what}");

@@ -251,6 +251,21 @@ fn tune_allocator() {
 
 fn main() -> ExitCode {
     tune_allocator();
+    let cli = Cli::parse();
+    if let Command::PdfWorker {
+        limits,
+        memory_limit,
+    } = &cli.command
+    {
+        // The server reads this stderr: lopdf's warnings, one plain line each, for it to log.
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .without_time()
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .init();
+        return quire_engine::pdf_worker::run_child(limits, *memory_limit);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("QUIRE_LOG")
@@ -258,14 +273,6 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    if let Command::PdfWorker {
-        limits,
-        memory_limit,
-    } = &cli.command
-    {
-        return quire_engine::pdf_worker::run_child(limits, *memory_limit);
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

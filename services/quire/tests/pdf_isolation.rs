@@ -179,3 +179,56 @@ fn the_child_reads_every_hostile_pdf_as_the_server_would() {
         "expected the full corpus, found {compared} PDFs"
     );
 }
+
+/// Collects what a tracing subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A PDF that lopdf has to repair still loads through the child, and the server logs the
+/// repair as it would have logged it reading in-process.
+#[test]
+fn the_readers_warnings_reach_the_servers_log() {
+    let mut pdf = quire_ingest::testing::pdf_with_pages(&[
+        "A page whose cross-reference table points nowhere.",
+    ]);
+    let at = pdf
+        .windows(9)
+        .rposition(|w| w == b"startxref")
+        .expect("the PDF ends with startxref");
+    let digits = pdf[at + 10..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    pdf.splice(at + 10..at + 10 + digits, b"7".iter().copied());
+    let worker = quire_engine::pdf_worker::PdfWorker {
+        program: env!("CARGO_BIN_EXE_quire").into(),
+        memory_limit: 4 << 30,
+    };
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let doc = tracing::subscriber::with_default(subscriber, || {
+        worker.load(&pdf, &quire_ingest::Limits::default())
+    })
+    .unwrap();
+    assert!(doc.text.contains("points nowhere"), "{:?}", doc.text);
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("quire::pdf_reader") && logs.contains("cross-reference"),
+        "{logs}"
+    );
+}
