@@ -40,9 +40,10 @@ pub struct EngineConfig {
     /// `max_parse_ms`, so a hostile file fails alone instead of taking the server with it.
     /// Default: true. Off, PDFs are parsed in the server's own process.
     pub isolate_pdf: bool,
-    /// Address space the process reading one PDF may use, in bytes; a PDF that needs more is
-    /// rejected with `memory_limit`. lopdf keeps about 2 KB per PDF object, so the default,
-    /// 4 GiB, reads PDFs of about two million objects. Default: 4 GiB.
+    /// Address space the process reading one PDF may use for the parse, in bytes, beyond what
+    /// it has mapped when it starts (quire's binary and its libraries, CUDA's included); a PDF
+    /// that needs more is rejected with `memory_limit`. lopdf keeps about 2 KB per PDF
+    /// object, so the default, 4 GiB, reads PDFs of about two million objects. Default: 4 GiB.
     pub pdf_memory_limit_bytes: u64,
     /// The program that reads PDFs when `isolate_pdf` is on, started as
     /// `PROGRAM pdf-worker --limits JSON --memory-limit BYTES`. Not a setting: `quire serve`

@@ -37,7 +37,8 @@ pub const GRACE: Duration = Duration::from_secs(5);
 pub struct PdfWorker {
     /// The program; it is started as `PROGRAM pdf-worker --limits JSON --memory-limit BYTES`.
     pub program: PathBuf,
-    /// Address space the child may map, in bytes (`RLIMIT_AS`, which the child sets).
+    /// Address space the child may map for its work, in bytes, on top of what it has mapped
+    /// when it starts (its `RLIMIT_AS`, which the child sets, is the sum).
     pub memory_limit: u64,
 }
 
@@ -217,9 +218,10 @@ pub fn load_document(
 }
 
 /// The child's side, run by quire's hidden `pdf-worker` command with the arguments
-/// [`PdfWorker::load`] passes: caps this process's address space at `memory_limit` (or at
-/// the hard limit it inherited, if lower) and core dumps at 0, offers it first to the
-/// kernel's out-of-memory killer, reads a PDF on stdin and writes
+/// [`PdfWorker::load`] passes: caps this process's address space at what it has mapped so
+/// far plus `memory_limit` (or at the hard limit it inherited, if lower), so the binary's
+/// own libraries (CUDA's take about 850 MiB) do not eat into the parse's share; sets core
+/// dumps at 0, offers itself first to the kernel's out-of-memory killer, reads a PDF on stdin and writes
 /// [`wire::load_pdf_to_wire`]'s reply on stdout. Call it before starting any runtime or
 /// thread, so the process holds nothing but the parse. An allocation past the cap aborts it
 /// with "memory allocation of N bytes failed" on stderr, which the parent reports as
@@ -243,7 +245,9 @@ pub fn run_child(limits: &str, memory_limit: u64) -> std::process::ExitCode {
                 std::io::Error::last_os_error()
             ));
         }
-        let cap = memory_limit.min(inherited.rlim_max);
+        let cap = memory_limit
+            .saturating_add(mapped_bytes())
+            .min(inherited.rlim_max);
         for (resource, value) in [(libc::RLIMIT_AS, cap), (libc::RLIMIT_CORE, 0)] {
             let limit = libc::rlimit {
                 rlim_cur: value,
@@ -276,6 +280,17 @@ pub fn run_child(limits: &str, memory_limit: u64) -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => setup_failed(format!("cannot write the reply: {e}")),
     }
+}
+
+/// This process's address space now (`/proc/self/statm`); 0 where that cannot be read.
+#[cfg(unix)]
+fn mapped_bytes() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |pages| pages.saturating_mul(page))
 }
 
 #[cfg(all(test, unix))]

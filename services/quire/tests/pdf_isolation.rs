@@ -232,3 +232,21 @@ fn the_readers_warnings_reach_the_servers_log() {
         "{logs}"
     );
 }
+
+/// The reader's cap is the parse's share on top of what quire's binary maps at start, so a
+/// tight cap still reads a PDF that needs a few MiB (the dev binary maps about 72 MiB before
+/// it reads, more than this cap, and the CUDA build about 920 MiB).
+#[test]
+fn the_cap_counts_the_parse_not_the_binary() {
+    let line = "A line of a long page read under a tight cap, with words enough to need memory. ";
+    let page = line.repeat(2_000);
+    let pages: Vec<&str> = std::iter::repeat_n(page.as_str(), 8).collect();
+    let pdf = quire_ingest::testing::pdf_with_pages(&pages);
+    let worker = quire_engine::pdf_worker::PdfWorker {
+        program: env!("CARGO_BIN_EXE_quire").into(),
+        memory_limit: 32 << 20,
+    };
+    let doc = worker.load(&pdf, &quire_ingest::Limits::default()).unwrap();
+    assert_eq!(doc.pages.len(), 8);
+    assert!(doc.text.len() > 8 * 100_000, "{}", doc.text.len());
+}
