@@ -190,10 +190,6 @@ impl PdfWorker {
 fn log_warnings(diagnostics: &str) {
     let mut lines = diagnostics.lines().map(str::trim).filter(|l| !l.is_empty());
     for line in lines.by_ref().take(MAX_WARNINGS) {
-        let line = ["WARN ", "ERROR "]
-            .iter()
-            .find_map(|level| line.strip_prefix(level))
-            .unwrap_or(line);
         tracing::warn!(target: "quire::pdf_reader", "{line}");
     }
     let more = lines.count();
@@ -221,8 +217,8 @@ pub fn load_document(
 /// [`PdfWorker::load`] passes: caps this process's address space at what it has mapped so
 /// far plus `memory_limit` (or at the hard limit it inherited, if lower), so the binary's
 /// own libraries (CUDA's take about 850 MiB) do not eat into the parse's share; sets core
-/// dumps at 0, offers itself first to the kernel's out-of-memory killer, reads a PDF on stdin and writes
-/// [`wire::load_pdf_to_wire`]'s reply on stdout. Call it before starting any runtime or
+/// dumps at 0, offers itself first to the kernel's out-of-memory killer, reads a PDF on
+/// stdin and writes [`wire::load_pdf_to_wire`]'s reply on stdout. Call it before starting any runtime or
 /// thread, so the process holds nothing but the parse. An allocation past the cap aborts it
 /// with "memory allocation of N bytes failed" on stderr, which the parent reports as
 /// `memory_limit`; it exits with [`SETUP_FAILED`] when it cannot start its work. Warnings

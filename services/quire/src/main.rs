@@ -257,10 +257,12 @@ fn main() -> ExitCode {
         memory_limit,
     } = &cli.command
     {
-        // The server reads this stderr: lopdf's warnings, one plain line each, for it to log.
+        // The server reads this stderr and logs each line at its own warn level: lopdf's
+        // warnings, as "target: message".
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
             .without_time()
+            .with_level(false)
             .with_ansi(false)
             .with_writer(std::io::stderr)
             .init();

@@ -13,6 +13,14 @@ use quire_proto::v1::ingest_service_client::IngestServiceClient;
 
 const COLLECTION: &str = "pdfs";
 
+/// quire's binary as the PDF reader, `memory_limit` bytes for each parse.
+fn reader(memory_limit: u64) -> quire_engine::pdf_worker::PdfWorker {
+    quire_engine::pdf_worker::PdfWorker {
+        program: env!("CARGO_BIN_EXE_quire").into(),
+        memory_limit,
+    }
+}
+
 /// A one-page PDF with an object stream that lists `n` objects, every one at offset 0: an
 /// array of `m` zeros. lopdf parses each listed object, so the file (about 10·n + 2·m bytes)
 /// asks for about n·m parsed values: 20,000 × 20,000 is 400 million, many gigabytes.
@@ -147,10 +155,7 @@ fn the_child_reads_every_hostile_pdf_as_the_server_would() {
         );
         return;
     };
-    let worker = quire_engine::pdf_worker::PdfWorker {
-        program: env!("CARGO_BIN_EXE_quire").into(),
-        memory_limit: 4 << 30,
-    };
+    let worker = reader(4 << 30);
     let limits = quire_ingest::Limits::default();
     let mut compared = 0;
     let mut documents = 0;
@@ -211,10 +216,7 @@ fn the_readers_warnings_reach_the_servers_log() {
         .take_while(|b| b.is_ascii_digit())
         .count();
     pdf.splice(at + 10..at + 10 + digits, b"7".iter().copied());
-    let worker = quire_engine::pdf_worker::PdfWorker {
-        program: env!("CARGO_BIN_EXE_quire").into(),
-        memory_limit: 4 << 30,
-    };
+    let worker = reader(4 << 30);
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -242,10 +244,7 @@ fn the_cap_counts_the_parse_not_the_binary() {
     let page = line.repeat(2_000);
     let pages: Vec<&str> = std::iter::repeat_n(page.as_str(), 8).collect();
     let pdf = quire_ingest::testing::pdf_with_pages(&pages);
-    let worker = quire_engine::pdf_worker::PdfWorker {
-        program: env!("CARGO_BIN_EXE_quire").into(),
-        memory_limit: 32 << 20,
-    };
+    let worker = reader(32 << 20);
     let doc = worker.load(&pdf, &quire_ingest::Limits::default()).unwrap();
     assert_eq!(doc.pages.len(), 8);
     assert!(doc.text.len() > 8 * 100_000, "{}", doc.text.len());
